@@ -1,0 +1,77 @@
+# Groundwork: two commands on a fresh machine.
+#   make demo   installs what is missing, runs the main job on the sample data, prints a search
+#   make test   installs what is missing, runs the test suite
+# The environment and Delta's jars live in a cache outside the checkout ($(CACHE)), keyed by the
+# lock file's hash, so a re-run (or another clone on this machine) reinstalls nothing.
+
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+CACHE ?= $(HOME)/.cache/groundwork
+VENV ?= $(CACHE)/venv
+PY := $(VENV)/bin/python
+JARS ?= $(CACHE)/jars
+DELTA_VERSION := 4.4.0
+DELTA_JARS := delta-spark_4.2_2.13 delta-storage delta-kernel-api delta-kernel-defaults delta-kernel-unitycatalog
+LOCK_HASH := $(shell cat requirements.lock pyproject.toml | sha256sum | cut -c1-16)
+VENV_STAMP := $(VENV)/.groundwork-$(LOCK_HASH)
+JARS_STAMP := $(JARS)/.delta-$(DELTA_VERSION)
+UV := $(CACHE)/uv/bin/uv
+
+export GROUNDWORK_SPARK_JARS_DIR := $(JARS)
+export SPARK_LOCAL_IP ?= 127.0.0.1
+export HF_HUB_OFFLINE := 1
+export PYTHONPATH := $(CURDIR)
+export UV_PYTHON_DOWNLOADS := never
+
+.PHONY: help setup demo test lint dev status lock clean-data
+
+help:
+	@echo "make demo   - set up (once), run the pipeline on the sample data, print a search"
+	@echo "make test   - set up (once), run the test suite"
+	@echo "make dev    - the Dagster UI on http://127.0.0.1:3000"
+	@echo "make lint   - ruff"
+
+$(UV):
+	python3 -m venv $(CACHE)/uv && $(CACHE)/uv/bin/pip install -q uv==0.13.8
+
+$(VENV_STAMP): requirements.lock pyproject.toml | $(UV)
+	@echo "==> installing the Python environment into $(VENV) (once per lock file)"
+	test -x $(PY) || $(UV) venv --python 3.11 $(VENV)
+	VIRTUAL_ENV=$(VENV) $(UV) pip install -r requirements.lock
+	rm -f $(VENV)/.groundwork-*
+	touch $@
+
+$(JARS_STAMP):
+	@echo "==> fetching Delta Lake $(DELTA_VERSION) jars from Maven Central into $(JARS) (once)"
+	mkdir -p $(JARS)
+	for jar in $(DELTA_JARS); do \
+	  mvn -q -B dependency:copy -Dartifact=io.delta:$$jar:$(DELTA_VERSION) -DoutputDirectory=$(JARS) || exit 1; \
+	done
+	touch $@
+
+# The project itself is installed editable into the shared environment, pointing at this checkout.
+setup: $(VENV_STAMP) $(JARS_STAMP)
+	@if [ "$$(cat $(VENV)/.groundwork-checkout 2>/dev/null)" != "$(CURDIR)" ]; then \
+	  VIRTUAL_ENV=$(VENV) $(UV) pip install -q --no-deps -e . && echo "$(CURDIR)" > $(VENV)/.groundwork-checkout; \
+	fi
+
+demo: setup
+	$(VENV)/bin/groundwork demo
+
+test: setup
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+lint: setup
+	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
+
+dev: setup
+	$(VENV)/bin/groundwork dev
+
+status: setup
+	$(VENV)/bin/groundwork status
+
+lock: | $(UV)
+	$(UV) pip compile requirements.txt --python-version 3.11 -o requirements.lock
+
+clean-data:
+	rm -rf .groundwork

@@ -1,0 +1,109 @@
+"""Gold: ``document_chunks``, token-bounded chunks of every silver document, ready to embed."""
+
+from collections.abc import Iterator
+
+import pandas as pd
+from dagster import AssetExecutionContext, MaterializeResult, asset
+from pyspark.sql import DataFrame
+from pyspark.sql import functions as F
+from pyspark.sql import types as T
+
+from assets.chunks.chunking import Chunker
+from assets.documents.assets import silver_documents
+from assets.metadata import delta_metadata
+from resources import EmbedderResource, LakehouseResource, SparkResource
+
+CHUNK_SCHEMA = T.StructType(
+    [
+        T.StructField("chunk_id", T.StringType(), False),
+        T.StructField("document_id", T.StringType(), False),
+        T.StructField("chunk_index", T.IntegerType(), False),
+        T.StructField("path", T.StringType(), False),
+        T.StructField("title", T.StringType(), True),
+        T.StructField("media_type", T.StringType(), True),
+        T.StructField("heading_path", T.StringType(), True),
+        T.StructField("page", T.IntegerType(), True),
+        T.StructField("text", T.StringType(), False),
+        T.StructField("token_count", T.IntegerType(), False),
+        T.StructField("content_hash", T.StringType(), False),
+        T.StructField("access_groups", T.ArrayType(T.StringType()), True),
+        T.StructField("source_sha256", T.StringType(), True),
+    ]
+)
+
+
+def chunk_documents(documents: DataFrame, model_path: str, max_tokens: int, overlap_tokens: int) -> DataFrame:
+    """Silver documents → one row per chunk (the chunker runs inside Spark's Python workers)."""
+
+    def chunk_batches(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+        chunker = Chunker(model_path, max_tokens, overlap_tokens)
+        for batch in batches:
+            rows = []
+            for doc in batch.itertuples(index=False):
+                paged = doc.media_type == "application/pdf"
+                for c in chunker.chunk(doc.document_id, doc.title or "", doc.text, paged=paged):
+                    rows.append(
+                        {
+                            "chunk_id": c.chunk_id,
+                            "document_id": doc.document_id,
+                            "chunk_index": c.chunk_index,
+                            "path": doc.path,
+                            "title": doc.title,
+                            "media_type": doc.media_type,
+                            "heading_path": c.heading_path,
+                            "page": c.page,
+                            "text": c.text,
+                            "token_count": c.token_count,
+                            "content_hash": c.content_hash,
+                            "access_groups": list(doc.access_groups),
+                            "source_sha256": doc.sha256,
+                        }
+                    )
+            yield pd.DataFrame(rows, columns=CHUNK_SCHEMA.fieldNames()).astype({"page": "Int32"})
+
+    columns = ["document_id", "path", "title", "media_type", "text", "access_groups", "sha256"]
+    return documents.select(*columns).mapInPandas(chunk_batches, CHUNK_SCHEMA)
+
+
+@asset(group_name="gold", kinds={"spark", "delta"}, deps=[silver_documents])
+def document_chunks(
+    context: AssetExecutionContext,
+    spark: SparkResource,
+    lakehouse: LakehouseResource,
+    embedder: EmbedderResource,
+) -> MaterializeResult:
+    """Token-bounded chunks with title, heading path and page; stable ids, so unchanged text keeps its id."""
+    session = spark.session()
+    silver_version = lakehouse.version("silver_documents")
+    chunks = chunk_documents(
+        lakehouse.read(session, "silver_documents"),
+        embedder.path,
+        embedder.chunk_max_tokens,
+        embedder.chunk_overlap_tokens,
+    ).withColumns({"silver_version": F.lit(silver_version).cast("long"), "chunked_at": F.current_timestamp()})
+    chunks = chunks.cache()
+    lakehouse.merge(
+        session,
+        chunks,
+        "document_chunks",
+        ["chunk_id"],
+        changed_when="s.content_hash <> t.content_hash",
+        delete_missing=True,
+    )
+    stats = chunks.agg(
+        F.count("*").alias("n"),
+        F.max("token_count").alias("max_tokens"),
+        F.countDistinct("document_id").alias("docs"),
+    ).first()
+    schema = chunks.schema
+    chunks.unpersist()
+    return MaterializeResult(
+        metadata=delta_metadata(
+            lakehouse,
+            "document_chunks",
+            schema,
+            documents=stats["docs"],
+            max_token_count=stats["max_tokens"] or 0,
+            silver_version=silver_version,
+        )
+    )

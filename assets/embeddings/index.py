@@ -1,0 +1,165 @@
+"""Keep the LanceDB table exactly in step with the gold chunks, embedding only what changed.
+
+A chunk is embedded when its (chunk id, content hash) is not yet in the table for this model;
+rows whose chunk left the gold table are deleted. One table per model: vectors never mix.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import lancedb
+import numpy as np
+import pyarrow as pa
+from lancedb.index import FTS
+
+from assets.chunks.chunking import embedding_input
+
+MODEL_METADATA_KEY = b"groundwork.model"
+INDEXED_COLUMNS = [
+    "chunk_id",
+    "document_id",
+    "chunk_index",
+    "path",
+    "title",
+    "heading_path",
+    "page",
+    "text",
+    "access_groups",
+    "content_hash",
+]
+
+
+def embeddings_schema(dimension: int, model_id: str) -> pa.Schema:
+    return pa.schema(
+        [
+            pa.field("chunk_id", pa.string(), nullable=False),
+            pa.field("document_id", pa.string()),
+            pa.field("chunk_index", pa.int32()),
+            pa.field("text", pa.string()),
+            pa.field("vector", pa.list_(pa.float32(), dimension)),
+            pa.field("path", pa.string()),
+            pa.field("title", pa.string()),
+            pa.field("heading_path", pa.string()),
+            pa.field("page", pa.int32()),
+            pa.field("access_groups", pa.list_(pa.string())),
+            pa.field("delta_version", pa.int64()),
+            pa.field("content_hash", pa.string()),
+            pa.field("model_name", pa.string()),
+            pa.field("model_version", pa.string()),
+            pa.field("created_at", pa.timestamp("us", tz="UTC")),
+        ],
+        metadata={MODEL_METADATA_KEY: json.dumps({"model_id": model_id, "dimension": dimension}).encode()},
+    )
+
+
+def table_model(table: lancedb.table.Table) -> dict:
+    """The model a table was built with, from its schema metadata."""
+    raw = (table.schema.metadata or {}).get(MODEL_METADATA_KEY)
+    return json.loads(raw) if raw else {}
+
+
+@dataclass(frozen=True)
+class SyncPlan:
+    to_embed: pa.Table
+    to_delete: list[str]
+
+
+def plan_sync(gold: pa.Table, indexed: pa.Table) -> SyncPlan:
+    """Which gold chunks need a vector, and which indexed ids no longer exist in gold."""
+    have = set(zip(indexed["chunk_id"].to_pylist(), indexed["content_hash"].to_pylist(), strict=True))
+    wanted = list(zip(gold["chunk_id"].to_pylist(), gold["content_hash"].to_pylist(), strict=True))
+    mask = pa.array([pair not in have for pair in wanted], type=pa.bool_())
+    gold_ids = {cid for cid, _ in wanted}
+    stale = sorted({cid for cid, _ in have} - gold_ids)
+    return SyncPlan(gold.filter(mask), stale)
+
+
+@dataclass(frozen=True)
+class SyncResult:
+    embedded: int
+    deleted: int
+    rows: int
+    version: int
+    embed_seconds: float
+
+
+def open_or_create(db: lancedb.DBConnection, name: str, dimension: int, model_id: str) -> lancedb.table.Table:
+    if name in db.list_tables().tables:
+        table = db.open_table(name)
+        built_with = table_model(table).get("model_id")
+        if built_with and built_with != model_id:
+            raise ValueError(
+                f"LanceDB table {name!r} holds vectors of {built_with}, not {model_id}: "
+                "a model change builds a new table"
+            )
+        return table
+    return db.create_table(name, schema=embeddings_schema(dimension, model_id))
+
+
+def sync_embeddings(
+    db: lancedb.DBConnection,
+    name: str,
+    gold: pa.Table,
+    gold_version: int,
+    encode: Callable[[list[str]], np.ndarray],
+    dimension: int,
+    model_name: str,
+    model_version: str,
+) -> SyncResult:
+    """Bring table ``name`` in line with ``gold``: embed new or changed chunks, delete stale ones."""
+    model_id = f"{model_name}@{model_version}"
+    table = open_or_create(db, name, dimension, model_id)
+    indexed = (
+        table.search().select(["chunk_id", "content_hash"]).limit(None).to_arrow()
+        if table.count_rows()
+        else (pa.table({"chunk_id": pa.array([], pa.string()), "content_hash": pa.array([], pa.string())}))
+    )
+    plan = plan_sync(gold, indexed)
+    started = time.perf_counter()
+    if plan.to_delete:
+        for start in range(0, len(plan.to_delete), 500):
+            ids = ", ".join(f"'{cid}'" for cid in plan.to_delete[start : start + 500])
+            table.delete(f"chunk_id IN ({ids})")
+    if plan.to_embed.num_rows:
+        batch = plan.to_embed
+        texts = [
+            embedding_input(t or "", h or "", x)
+            for t, h, x in zip(
+                batch["title"].to_pylist(),
+                batch["heading_path"].to_pylist(),
+                batch["text"].to_pylist(),
+                strict=True,
+            )
+        ]
+        vectors = encode(texts)
+        n = batch.num_rows
+        rows = batch.select(INDEXED_COLUMNS).cast(
+            pa.schema([embeddings_schema(dimension, model_id).field(c) for c in INDEXED_COLUMNS])
+        )
+        rows = (
+            rows.append_column(
+                "vector", pa.FixedSizeListArray.from_arrays(pa.array(vectors.reshape(-1)), dimension)
+            )
+            .append_column("delta_version", pa.array([gold_version] * n, pa.int64()))
+            .append_column("model_name", pa.array([model_name] * n))
+            .append_column("model_version", pa.array([model_version] * n))
+            .append_column("created_at", pa.array([datetime.now(UTC)] * n, pa.timestamp("us", tz="UTC")))
+        )
+        rows = rows.select(table.schema.names).cast(table.schema.remove_metadata())
+        table.merge_insert("chunk_id").when_matched_update_all().when_not_matched_insert_all().execute(rows)
+    embed_seconds = time.perf_counter() - started
+    changed = plan.to_embed.num_rows or plan.to_delete or not _has_fts_index(table)
+    if changed and table.count_rows():
+        table.create_index("text", config=FTS(), replace=True)
+    return SyncResult(
+        plan.to_embed.num_rows, len(plan.to_delete), table.count_rows(), table.version, embed_seconds
+    )
+
+
+def _has_fts_index(table: lancedb.table.Table) -> bool:
+    return any(getattr(i, "index_type", "") == "FTS" for i in table.list_indices())

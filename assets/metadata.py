@@ -1,0 +1,33 @@
+"""What every materialization tells the Dagster UI: rows, Delta version, path and schema."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from dagster import MetadataValue, TableColumn, TableSchema
+from pyspark.sql import types as T
+
+from resources.lakehouse import LakehouseResource
+
+
+def table_schema(schema: T.StructType) -> TableSchema:
+    return TableSchema(
+        columns=[
+            TableColumn(name=f.name, type=f.dataType.simpleString(), description=None) for f in schema.fields
+        ]
+    )
+
+
+def delta_metadata(
+    lakehouse: LakehouseResource, name: str, schema: T.StructType, **extra: Any
+) -> dict[str, Any]:
+    info = lakehouse.info(name)
+    metadata: dict[str, Any] = {
+        "dagster/column_schema": table_schema(schema),
+        "table_path": MetadataValue.path(lakehouse.table_path(name)),
+    }
+    if info is not None:
+        metadata["dagster/row_count"] = info.rows
+        metadata["delta_version"] = info.version
+    metadata.update(extra)
+    return metadata

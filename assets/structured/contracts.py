@@ -1,0 +1,54 @@
+"""Source contracts: the one declaration of a structured source (format, keys, typed columns)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, Field, model_validator
+
+ALLOWED_TYPES = ("string", "int", "long", "double", "boolean", "date", "timestamp")
+
+
+class ColumnContract(BaseModel):
+    name: str
+    type: str = "string"
+    required: bool = False
+
+    @model_validator(mode="after")
+    def _known_type(self) -> ColumnContract:
+        if self.type not in ALLOWED_TYPES and not self.type.startswith("decimal("):
+            raise ValueError(
+                f"column {self.name!r}: unknown type {self.type!r} (allowed: {ALLOWED_TYPES}, decimal(p,s))"
+            )
+        return self
+
+
+class SourceContract(BaseModel):
+    name: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
+    format: Literal["csv", "jsonl", "parquet"]
+    primary_key: list[str]
+    event_time: str | None = None
+    description: str = ""
+    columns: list[ColumnContract]
+
+    @model_validator(mode="after")
+    def _keys_are_columns(self) -> SourceContract:
+        names = {c.name for c in self.columns}
+        missing = [
+            k for k in [*self.primary_key, *([self.event_time] if self.event_time else [])] if k not in names
+        ]
+        if missing:
+            raise ValueError(f"source {self.name!r}: key or event-time columns not declared: {missing}")
+        return self
+
+    @property
+    def column_names(self) -> list[str]:
+        return [c.name for c in self.columns]
+
+
+def load_sources(path: Path) -> list[SourceContract]:
+    """Read and validate the sources file; a bad declaration fails loudly with the field that is wrong."""
+    data = yaml.safe_load(Path(path).read_text()) or {}
+    return [SourceContract.model_validate(item) for item in data.get("sources", [])]

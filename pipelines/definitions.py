@@ -1,0 +1,39 @@
+"""The Dagster code location: every asset, job, schedule and sensor, with resources from the settings."""
+
+from __future__ import annotations
+
+from dagster import Definitions, in_process_executor, load_assets_from_modules
+
+from assets.chunks import assets as chunk_assets
+from assets.documents import assets as document_assets
+from assets.embeddings import assets as embedding_assets
+from assets.structured.assets import structured_assets
+from pipelines.jobs import main_job
+from pipelines.schedules import nightly_refresh
+from pipelines.sensors import landing_zone_sensor
+from resources import Settings, build_resources, get_settings
+
+
+def all_assets(settings: Settings | None = None) -> list:
+    settings = settings or get_settings()
+    return [
+        *load_assets_from_modules([document_assets, chunk_assets, embedding_assets]),
+        *structured_assets(settings.sources_file),
+    ]
+
+
+def build_definitions(settings: Settings | None = None) -> Definitions:
+    """Definitions for one settings object; the module-level ``defs`` uses the environment's."""
+    settings = settings or get_settings()
+    return Definitions(
+        assets=all_assets(settings),
+        jobs=[main_job],
+        schedules=[nightly_refresh],
+        sensors=[landing_zone_sensor],
+        resources=build_resources(settings),
+        # One process per run: Spark's JVM and the embedding model load once, not once per step.
+        executor=in_process_executor,
+    )
+
+
+defs = build_definitions()

@@ -1,0 +1,50 @@
+"""Resources: the only code that knows an engine's address, a path or a credential.
+
+The settings pick each resource's address; asset code never branches on the environment.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from resources.embedder import EmbedderResource
+from resources.lakehouse import LakehouseResource
+from resources.settings import Settings, get_settings
+from resources.spark import SparkResource
+from resources.tracking import MLflowResource
+from resources.vectorstore import LanceDBResource
+
+__all__ = [
+    "EmbedderResource",
+    "LakehouseResource",
+    "LanceDBResource",
+    "MLflowResource",
+    "Settings",
+    "SparkResource",
+    "build_resources",
+    "get_settings",
+]
+
+
+def build_resources(settings: Settings | None = None) -> dict[str, Any]:
+    """Every resource the assets use, configured from one settings object."""
+    s = settings or get_settings()
+    return {
+        "spark": SparkResource(
+            master=s.spark_master,
+            jars_dir=str(s.spark_jars_dir),
+            driver_memory=s.spark_driver_memory,
+            shuffle_partitions=s.spark_shuffle_partitions,
+        ),
+        "lakehouse": LakehouseResource(
+            landing_uri=s.landing_uri, delta_uri=s.delta_uri, checkpoint_uri=s.checkpoint_uri
+        ),
+        "lancedb": LanceDBResource(uri=s.lancedb_uri, table_name=s.embeddings_table),
+        "embedder": EmbedderResource(
+            device=s.embedding_device,
+            batch_size=s.embedding_batch_size,
+            chunk_max_tokens=s.chunk_max_tokens,
+            chunk_overlap_tokens=s.chunk_overlap_tokens,
+        ),
+        "mlflow": MLflowResource(tracking_uri=s.mlflow_tracking_uri, registry_uri=s.mlflow_registry_uri),
+    }

@@ -1,0 +1,67 @@
+"""One settings object, read from the environment (prefix ``GROUNDWORK_``).
+
+Every path defaults to a folder under ``GROUNDWORK_HOME``; each engine's location can be pointed
+elsewhere (a cluster, object storage, a tracking server) by its own setting, without code changes.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+SAMPLES_DIR = PROJECT_ROOT / "data" / "samples"
+DEFAULT_SOURCES_FILE = PROJECT_ROOT / "assets" / "structured" / "sources.yaml"
+
+
+class Settings(BaseSettings):
+    """Where Groundwork keeps its data and how it reaches its engines."""
+
+    model_config = SettingsConfigDict(env_prefix="GROUNDWORK_", extra="ignore")
+
+    home: Path = PROJECT_ROOT / ".groundwork"
+    landing_uri: str = ""
+    delta_uri: str = ""
+    checkpoint_uri: str = ""
+    lancedb_uri: str = ""
+    mlflow_tracking_uri: str = ""
+    mlflow_registry_uri: str = ""
+    dagster_home: Path | None = None
+    sources_file: Path = DEFAULT_SOURCES_FILE
+
+    spark_master: str = "local[*]"
+    spark_jars_dir: Path = Path.home() / ".cache" / "groundwork" / "jars"
+    spark_driver_memory: str = "4g"
+    spark_shuffle_partitions: int = 4
+
+    embedding_device: str = "auto"
+    embedding_batch_size: int = 64
+    embeddings_table: str = "chunk_embeddings"
+    chunk_max_tokens: int = 200
+    chunk_overlap_tokens: int = 32
+
+    @model_validator(mode="after")
+    def _default_locations(self) -> Settings:
+        """Fill every unset location with its folder under ``home``."""
+        self.home = self.home.expanduser().resolve()
+        self.landing_uri = self.landing_uri or str(self.home / "landing")
+        self.delta_uri = self.delta_uri or str(self.home / "delta")
+        self.checkpoint_uri = self.checkpoint_uri or str(self.home / "checkpoints")
+        self.lancedb_uri = self.lancedb_uri or str(self.home / "lancedb")
+        self.mlflow_tracking_uri = (
+            self.mlflow_tracking_uri or f"sqlite:///{self.home / 'mlflow' / 'mlflow.db'}"
+        )
+        self.mlflow_registry_uri = self.mlflow_registry_uri or self.mlflow_tracking_uri
+        self.dagster_home = (self.dagster_home or self.home / "dagster").expanduser().resolve()
+        return self
+
+    @property
+    def documents_landing(self) -> str:
+        return f"{self.landing_uri.rstrip('/')}/documents"
+
+
+def get_settings() -> Settings:
+    """Read the settings afresh, so a changed environment (a test, a CLI flag) takes effect."""
+    return Settings()

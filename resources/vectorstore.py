@@ -1,0 +1,21 @@
+"""The LanceDB connection: the vector index that serving reads."""
+
+from __future__ import annotations
+
+import os
+
+# Lance logs a deprecation warning on every query that selects columns; keep its log to errors.
+os.environ.setdefault("LANCEDB_LOG", "error")
+
+import lancedb
+from dagster import ConfigurableResource
+
+
+class LanceDBResource(ConfigurableResource):
+    """A LanceDB database: a folder embedded, or an object-store URI (``s3://...``) to scale out."""
+
+    uri: str
+    table_name: str = "chunk_embeddings"
+
+    def connect(self) -> lancedb.DBConnection:
+        return lancedb.connect(self.uri)

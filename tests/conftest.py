@@ -1,0 +1,78 @@
+"""Shared fixtures: one SparkSession per test run, and one pipeline materialized on the samples.
+
+Everything is real: Spark with Delta, LanceDB on disk, the packaged embedding model, Dagster runs.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+
+from dagster import DagsterInstance, ExecuteInProcessResult, materialize
+
+from pipelines.cli import seed_landing
+from pipelines.definitions import all_assets
+from resources import Settings, build_resources
+from resources.settings import SAMPLES_DIR
+from resources.spark import get_spark
+
+
+def make_settings(home: Path, **overrides) -> Settings:
+    return Settings(home=home, spark_master="local[2]", spark_shuffle_partitions=2, **overrides)
+
+
+def run_all(settings: Settings, instance: DagsterInstance | None = None) -> ExecuteInProcessResult:
+    """One real Dagster materialization of every asset, in this process (so Spark is shared)."""
+    return materialize(all_assets(settings), resources=build_resources(settings), instance=instance)
+
+
+def materialized(result: ExecuteInProcessResult) -> dict[str, dict]:
+    """Asset name → its materialization metadata, as plain values."""
+    out = {}
+    for event in result.get_asset_materialization_events():
+        m = event.materialization
+        out[m.asset_key.to_user_string()] = {k: v.value for k, v in m.metadata.items()}
+    return out
+
+
+@dataclass
+class PipelineRuns:
+    settings: Settings
+    first: dict[str, dict]
+    second: dict[str, dict]
+
+
+@pytest.fixture(scope="session")
+def spark(tmp_path_factory):
+    settings = make_settings(tmp_path_factory.mktemp("spark-home"))
+    return get_spark(settings.spark_master, settings.spark_jars_dir, "2g", settings.spark_shuffle_partitions)
+
+
+@pytest.fixture(scope="session")
+def sample_pipeline(tmp_path_factory, spark) -> PipelineRuns:
+    """The whole graph materialized twice on the bundled samples: once from scratch, once with nothing new."""
+    settings = make_settings(tmp_path_factory.mktemp("sample-home"))
+    seed_landing(settings)
+    first = run_all(settings)
+    assert first.success
+    second = run_all(settings)
+    assert second.success
+    return PipelineRuns(settings, materialized(first), materialized(second))
+
+
+@pytest.fixture
+def small_home(tmp_path) -> Settings:
+    """A landing zone with a few sample documents and no structured files, for incremental tests."""
+    settings = make_settings(tmp_path / "home")
+    docs = Path(settings.documents_landing)
+    for relative in ["policies/return-policy.md", "policies/shipping-policy.md", "faq/gift-cards.md"]:
+        (docs / relative).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(SAMPLES_DIR / "documents" / relative, docs / relative)
+    return settings

@@ -1,0 +1,156 @@
+"""End to end on the bundled samples: landing → bronze → silver → gold → LanceDB, with real engines."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from conftest import PipelineRuns, materialized, run_all
+
+from assets.quarantine import QUARANTINE_TABLE
+from resources import build_resources
+from resources.lakehouse import read_table, table_version
+from resources.settings import SAMPLES_DIR
+from serving.search import Searcher
+
+pytestmark = pytest.mark.slow
+
+SAMPLE_DOCUMENT_FILES = sum(1 for p in (SAMPLES_DIR / "documents").rglob("*") if p.is_file())
+EXPECTED_QUESTIONS = [
+    json.loads(line) for line in (SAMPLES_DIR / "gold/questions.jsonl").read_text().splitlines()
+][:3]
+
+
+def _lancedb_table(settings):
+    resources = build_resources(settings)
+    return resources["lancedb"].connect().open_table(settings.embeddings_table)
+
+
+def test_every_landed_document_is_accepted_or_quarantined(sample_pipeline: PipelineRuns):
+    first = sample_pipeline.first
+    assert first["bronze_documents"]["files_added"] == SAMPLE_DOCUMENT_FILES
+    silver = first["silver_documents"]
+    assert silver["documents_landed"] == SAMPLE_DOCUMENT_FILES
+    assert silver["documents_accepted"] + silver["documents_quarantined"] == SAMPLE_DOCUMENT_FILES
+    quarantine = read_table(f"{sample_pipeline.settings.delta_uri}/{QUARANTINE_TABLE}").to_pandas()
+    documents = quarantine[quarantine.source == "documents"]
+    reasons = dict(zip(documents.source_file, documents.reason, strict=True))
+    assert reasons["misc/empty.txt"] == "empty file (0 bytes)"
+    assert "not valid UTF-8" in reasons["misc/latin1-notes.txt"]
+    assert "unreadable PDF" in reasons["manuals/corrupt-manual.pdf"]
+    assert reasons["policies/return-policy-copy.md"] == "duplicate: same content as policies/return-policy.md"
+    silver_paths = set(
+        read_table(f"{sample_pipeline.settings.delta_uri}/silver_documents", ["path"])["path"].to_pylist()
+    )
+    assert "faq/Größentabelle und Passform.md" in silver_paths
+    assert not silver_paths & set(reasons)
+
+
+def test_structured_sources_reconcile(sample_pipeline: PipelineRuns):
+    customers = sample_pipeline.first["silver_customers"]
+    assert customers["records_landed"] == 65
+    assert (
+        customers["records_accepted"],
+        customers["records_quarantined"],
+        customers["records_superseded"],
+    ) == (60, 3, 2)
+    transactions = sample_pipeline.first["silver_transactions"]
+    assert (
+        transactions["records_landed"]
+        == transactions["records_accepted"]
+        + transactions["records_quarantined"]
+        + transactions["records_superseded"]
+    )
+    silver = (
+        read_table(f"{sample_pipeline.settings.delta_uri}/silver_customers")
+        .to_pandas()
+        .set_index("customer_id")
+    )
+    assert silver.index.is_unique
+    assert silver.loc["C0023", "segment"] == "loyalty"  # the later update won
+    assert str(silver["signup_date"].dtype) != "object" or silver["signup_date"].map(type).nunique() == 1
+
+
+def test_materializations_record_counts_versions_paths_and_schema(sample_pipeline: PipelineRuns):
+    for name in [
+        "bronze_documents",
+        "silver_documents",
+        "document_chunks",
+        "silver_customers",
+        "bronze_products",
+    ]:
+        meta, latest = sample_pipeline.first[name], sample_pipeline.second[name]
+        assert meta["table_path"] == f"{sample_pipeline.settings.delta_uri}/{name}"
+        assert latest["delta_version"] == table_version(meta["table_path"])
+        assert 0 <= meta["delta_version"] <= latest["delta_version"]
+        assert meta["dagster/row_count"] > 0
+        assert {c.name for c in meta["dagster/column_schema"].columns} >= (
+            {"path"} if "documents" in name else set()
+        )
+
+
+def test_lancedb_holds_one_row_per_gold_chunk(sample_pipeline: PipelineRuns):
+    settings = sample_pipeline.settings
+    gold = read_table(f"{settings.delta_uri}/document_chunks").to_pandas()
+    table = _lancedb_table(settings)
+    indexed = table.to_pandas()
+    assert len(indexed) == len(gold) == sample_pipeline.first["chunk_embeddings"]["chunks_embedded"]
+    assert set(indexed.chunk_id) == set(gold.chunk_id)
+    assert indexed.chunk_id.is_unique
+    assert gold.token_count.max() <= 200
+    assert len(indexed.vector.iloc[0]) == 384
+    assert (indexed.model_name == "all-MiniLM-L6-v2").all()
+
+
+@pytest.mark.parametrize("question", EXPECTED_QUESTIONS, ids=lambda q: q["relevant"][0])
+@pytest.mark.parametrize("mode", ["vector", "hybrid"])
+def test_sample_questions_find_their_document_in_top_3(sample_pipeline: PipelineRuns, question, mode):
+    resources = build_resources(sample_pipeline.settings)
+    searcher = Searcher(
+        resources["lancedb"].connect(), sample_pipeline.settings.embeddings_table, resources["embedder"]
+    )
+    hits = searcher.search(question["query"], k=3, mode=mode)
+    assert {h.path for h in hits} & set(question["relevant"]), [h.path for h in hits]
+
+
+def test_second_run_embeds_nothing_and_changes_no_count(sample_pipeline: PipelineRuns):
+    first, second = sample_pipeline.first, sample_pipeline.second
+    assert second["chunk_embeddings"]["chunks_embedded"] == 0
+    assert second["chunk_embeddings"]["chunks_deleted"] == 0
+    assert second["bronze_documents"]["files_added"] == 0
+    for name, meta in first.items():
+        assert second[name].get("dagster/row_count") == meta.get("dagster/row_count"), name
+    assert second["chunk_embeddings"]["lancedb_version"] == first["chunk_embeddings"]["lancedb_version"]
+
+
+def test_new_changed_and_deleted_documents_flow_through(small_home):
+    """Only new or changed content is embedded; a removed document leaves silver, gold and LanceDB."""
+    settings = small_home
+    first = materialized(run_all(settings))
+    total = first["chunk_embeddings"]["dagster/row_count"]
+    assert first["chunk_embeddings"]["chunks_embedded"] == total > 0
+
+    docs = Path(settings.documents_landing)
+    shutil.copyfile(
+        SAMPLES_DIR / "documents/policies/warranty-policy.md", docs / "policies/warranty-policy.md"
+    )
+    (docs / "faq/gift-cards.md").unlink()
+    second = materialized(run_all(settings))
+
+    gold = read_table(f"{settings.delta_uri}/document_chunks").to_pandas()
+    indexed = _lancedb_table(settings).to_pandas()
+    assert set(indexed.chunk_id) == set(gold.chunk_id)
+    assert "faq/gift-cards.md" not in set(gold.path) | set(indexed.path)
+    new_chunks = (gold.path == "policies/warranty-policy.md").sum()
+    assert second["chunk_embeddings"]["chunks_embedded"] == new_chunks > 0
+    assert second["chunk_embeddings"]["chunks_deleted"] > 0
+    assert second["bronze_documents"]["files_added"] == 1
+    assert second["bronze_documents"]["files_removed"] == 1
+    silver = read_table(f"{settings.delta_uri}/silver_documents").to_pandas()
+    assert sorted(silver.path) == [
+        "policies/return-policy.md",
+        "policies/shipping-policy.md",
+        "policies/warranty-policy.md",
+    ]
