@@ -22,6 +22,8 @@ from resources.settings import PROJECT_ROOT, SAMPLES_DIR, Settings, get_settings
 
 app = typer.Typer(help="Groundwork: trustworthy, queryable AI context from your data.", no_args_is_help=True)
 console = Console()
+# The progress bar and summary say what happened; Dagster's step-by-step log stays in the UI.
+QUIET_CONSOLE = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 SAMPLE_QUESTION = "How many days do I have to return an item?"
 
 
@@ -67,7 +69,11 @@ def run_pipeline(settings: Settings, selection: list[str] | None = None) -> bool
         def execute() -> None:
             try:
                 result_box["result"] = job.execute_in_process(
-                    instance=instance, run_id=run_id, asset_selection=keys, raise_on_error=False
+                    run_config=QUIET_CONSOLE,
+                    instance=instance,
+                    run_id=run_id,
+                    asset_selection=keys,
+                    raise_on_error=False,
                 )
             except Exception as exc:  # surfaced below, after the progress display closes
                 result_box["error"] = exc
@@ -111,9 +117,7 @@ def run_pipeline(settings: Settings, selection: list[str] | None = None) -> bool
             details = ", ".join(
                 f"{k}={v}"
                 for k, v in meta.items()
-                if isinstance(v, int | float)
-                and not k.startswith("dagster/")
-                and k not in ("delta_version", "lancedb_version")
+                if isinstance(v, int | float) and not k.startswith("dagster/") and not k.endswith("version")
             )
             summary.add_row(
                 m.asset_key.to_user_string(), str(meta.get("dagster/row_count", "")), str(version), details

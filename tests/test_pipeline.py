@@ -154,3 +154,12 @@ def test_new_changed_and_deleted_documents_flow_through(small_home):
         "policies/shipping-policy.md",
         "policies/warranty-policy.md",
     ]
+
+
+def test_queries_with_another_model_are_refused(sample_pipeline: PipelineRuns):
+    from resources import EmbedderResource
+    from serving.search import ModelMismatchError
+
+    db = build_resources(sample_pipeline.settings)["lancedb"].connect()
+    with pytest.raises(ModelMismatchError, match="was built with all-MiniLM-L6-v2@"):
+        Searcher(db, sample_pipeline.settings.embeddings_table, EmbedderResource(model_version="9.9.9"))
