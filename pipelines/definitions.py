@@ -11,6 +11,7 @@ from assets.structured.assets import structured_assets
 from pipelines.jobs import main_job
 from pipelines.schedules import nightly_refresh
 from pipelines.sensors import landing_zone_sensor
+from quality.checks import quality_checks
 from resources import Settings, build_resources, get_settings
 
 
@@ -27,6 +28,7 @@ def build_definitions(settings: Settings | None = None) -> Definitions:
     settings = settings or get_settings()
     return Definitions(
         assets=all_assets(settings),
+        asset_checks=quality_checks,
         jobs=[main_job],
         schedules=[nightly_refresh],
         sensors=[landing_zone_sensor],

@@ -10,6 +10,8 @@ from pathlib import Path
 from dagster import ConfigurableResource
 from pyspark.sql import SparkSession
 
+from resources.settings import PROJECT_ROOT
+
 DEFAULT_JARS_DIR = Path.home() / ".cache" / "groundwork" / "jars"
 DELTA_JARS_HINT = "run `make setup` (it fetches Delta Lake's jars from Maven Central into the jar cache)"
 _lock = threading.Lock()
@@ -37,6 +39,10 @@ def get_spark(
             return active
         os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
         os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+        # Spark's Python workers must import this checkout's code, whatever the driver's cwd.
+        paths = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+        if str(PROJECT_ROOT) not in paths:
+            os.environ["PYTHONPATH"] = os.pathsep.join([str(PROJECT_ROOT), *paths])
         builder = (
             SparkSession.builder.appName("groundwork")
             .master(master)

@@ -19,6 +19,7 @@ from dagster import DagsterInstance, ExecuteInProcessResult, materialize
 
 from pipelines.cli import seed_landing
 from pipelines.definitions import all_assets
+from quality.checks import quality_checks
 from resources import Settings, build_resources
 from resources.settings import SAMPLES_DIR
 from resources.spark import get_spark
@@ -28,9 +29,16 @@ def make_settings(home: Path, **overrides) -> Settings:
     return Settings(home=home, spark_master="local[2]", spark_shuffle_partitions=2, **overrides)
 
 
-def run_all(settings: Settings, instance: DagsterInstance | None = None) -> ExecuteInProcessResult:
+def run_all(
+    settings: Settings, instance: DagsterInstance | None = None, raise_on_error: bool = True
+) -> ExecuteInProcessResult:
     """One real Dagster materialization of every asset, in this process (so Spark is shared)."""
-    return materialize(all_assets(settings), resources=build_resources(settings), instance=instance)
+    return materialize(
+        [*all_assets(settings), *quality_checks],
+        resources=build_resources(settings),
+        instance=instance,
+        raise_on_error=raise_on_error,
+    )
 
 
 def materialized(result: ExecuteInProcessResult) -> dict[str, dict]:
