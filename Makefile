@@ -23,7 +23,7 @@ export HF_HUB_OFFLINE := 1
 export PYTHONPATH := $(CURDIR)
 export UV_PYTHON_DOWNLOADS := never
 
-.PHONY: help setup demo test lint dev status lock clean-data
+.PHONY: help setup demo test browser lint dev status lock clean-data
 
 help:
 	@echo "make demo   - set up (once), run the pipeline on the sample data, print a search"
@@ -58,8 +58,12 @@ setup: $(VENV_STAMP) $(JARS_STAMP)
 demo: setup
 	$(VENV)/bin/groundwork demo
 
-test: setup
+test: setup browser
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# Debian's chromium, for the browser test (tests/test_ui_browser.py); needs root (or sudo) on a fresh machine.
+browser:
+	@command -v chromium >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; }
 
 lint: setup
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from dagster import MetadataValue, TableColumn, TableSchema
+from dagster import AssetKey, MetadataValue, TableColumn, TableColumnDep, TableColumnLineage, TableSchema
 from pyspark.sql import types as T
 
 from resources.lakehouse import LakehouseResource
@@ -15,6 +15,16 @@ def table_schema(schema: T.StructType) -> TableSchema:
         columns=[
             TableColumn(name=f.name, type=f.dataType.simpleString(), description=None) for f in schema.fields
         ]
+    )
+
+
+def column_lineage(deps: dict[str, list[tuple[str, str]]]) -> TableColumnLineage:
+    """Column → the (upstream asset, column) pairs it is derived from, for the UI's column lineage."""
+    return TableColumnLineage(
+        deps_by_column={
+            column: [TableColumnDep(asset_key=AssetKey(asset), column_name=name) for asset, name in sources]
+            for column, sources in deps.items()
+        }
     )
 
 

@@ -28,7 +28,7 @@ def build_definitions(settings: Settings | None = None) -> Definitions:
     settings = settings or get_settings()
     return Definitions(
         assets=all_assets(settings),
-        asset_checks=quality_checks,
+        asset_checks=quality_checks(settings.sources_file),
         jobs=[main_job],
         schedules=[nightly_refresh],
         sensors=[landing_zone_sensor],

@@ -1,15 +1,24 @@
-"""Run an expectation suite over a Spark DataFrame with Great Expectations 1.x."""
+"""Run an expectation suite with Great Expectations 1.x, keeping results and Data Docs on disk.
+
+The suites are code (``quality/suites.py``); every run rebuilds them in a file-backed GX context
+under ``GROUNDWORK_HOME/gx``, so its validation results and Data Docs survive the process.
+"""
 
 from __future__ import annotations
 
 import functools
+import json
 import logging
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import great_expectations as gx
 import great_expectations.expectations as gxe
-from pyspark.sql import DataFrame
+import pandas as pd
+from great_expectations.checkpoint import UpdateDataDocsAction
+from great_expectations.core.run_identifier import RunIdentifier
+from great_expectations.data_context.types.base import ProgressBarsConfig
 
 logging.getLogger("great_expectations").setLevel(logging.WARNING)
 
@@ -21,37 +30,56 @@ class ExpectationOutcome:
     success: bool
     observed: Any
 
+    def observed_json(self) -> str:
+        return json.dumps(self.observed, default=str)[:2000]
+
 
 @dataclass(frozen=True)
 class SuiteOutcome:
     suite: str
     success: bool
     outcomes: list[ExpectationOutcome]
+    docs_url: str | None = None
 
     @property
     def failed(self) -> list[ExpectationOutcome]:
         return [o for o in self.outcomes if not o.success]
 
 
-@functools.lru_cache(maxsize=1)
-def _context():
-    return gx.get_context(mode="ephemeral")
+@functools.lru_cache(maxsize=4)
+def gx_context(root: str):
+    """One file-backed GX context per folder and process (creating it costs seconds)."""
+    Path(root).mkdir(parents=True, exist_ok=True)
+    context = gx.get_context(mode="file", project_root_dir=root)
+    context.variables.progress_bars = ProgressBarsConfig(globally=False, metric_calculations=False)
+    context.variables.save()
+    return context
 
 
-def validate(df: DataFrame, suite_name: str, expectations: list[gxe.Expectation]) -> SuiteOutcome:
-    """Validate ``df`` against ``expectations``; the suite is rebuilt from code on every call."""
-    context = _context()
-    for name in [n.name for n in context.validation_definitions.all() if n.name == suite_name]:
-        context.validation_definitions.delete(name)
-    if suite_name in [s.name for s in context.suites.all()]:
-        context.suites.delete(suite_name)
+def _replace(store, name: str) -> None:
+    if name in [item.name for item in store.all()]:
+        store.delete(name)
+
+
+def validate(
+    df: Any, suite_name: str, expectations: list[gxe.Expectation], root: str, run_name: str = "adhoc"
+) -> SuiteOutcome:
+    """Validate a Spark or pandas DataFrame against ``expectations`` and update the Data Docs."""
+    context = gx_context(root)
+    for store in (context.checkpoints, context.validation_definitions, context.suites):
+        _replace(store, suite_name)
     suite = context.suites.add(gx.ExpectationSuite(name=suite_name))
     for expectation in expectations:
         suite.add_expectation(expectation)
+    kind = "pandas" if isinstance(df, pd.DataFrame) else "spark"
     try:
-        source = context.data_sources.get("spark")
+        source = context.data_sources.get(kind)
     except (KeyError, ValueError):
-        source = context.data_sources.add_spark("spark")
+        source = (
+            context.data_sources.add_pandas(kind)
+            if kind == "pandas"
+            else context.data_sources.add_spark(kind)
+        )
     asset = next((a for a in source.assets if a.name == suite_name), None) or source.add_dataframe_asset(
         suite_name
     )
@@ -61,17 +89,28 @@ def validate(df: DataFrame, suite_name: str, expectations: list[gxe.Expectation]
     definition = context.validation_definitions.add(
         gx.ValidationDefinition(name=suite_name, data=batch, suite=suite)
     )
-    result = definition.run(batch_parameters={"dataframe": df})
+    checkpoint = context.checkpoints.add(
+        gx.Checkpoint(
+            name=suite_name, validation_definitions=[definition], actions=[UpdateDataDocsAction(name="docs")]
+        )
+    )
+    result = checkpoint.run(batch_parameters={"dataframe": df}, run_id=RunIdentifier(run_name=run_name))
+    [validation] = result.run_results.values()
     outcomes = [
         ExpectationOutcome(
             expectation=r.expectation_config.type,
-            column=r.expectation_config.kwargs.get("column"),
+            column=r.expectation_config.kwargs.get("column")
+            or ",".join(r.expectation_config.kwargs.get("column_list", []))
+            or None,
             success=bool(r.success),
             observed=_observed(r.result),
         )
-        for r in result.results
+        for r in validation.results
     ]
-    return SuiteOutcome(suite_name, bool(result.success), outcomes)
+    sites = context.get_docs_sites_urls()
+    return SuiteOutcome(
+        suite_name, bool(validation.success), outcomes, sites[0]["site_url"] if sites else None
+    )
 
 
 def _observed(result: dict) -> Any:

@@ -9,6 +9,7 @@ from typing import Any
 
 from resources.embedder import EmbedderResource
 from resources.lakehouse import LakehouseResource
+from resources.quality import QualityResource
 from resources.settings import Settings, get_settings
 from resources.spark import SparkResource
 from resources.tracking import MLflowResource
@@ -19,6 +20,7 @@ __all__ = [
     "LakehouseResource",
     "LanceDBResource",
     "MLflowResource",
+    "QualityResource",
     "Settings",
     "SparkResource",
     "build_resources",
@@ -46,5 +48,6 @@ def build_resources(settings: Settings | None = None) -> dict[str, Any]:
             chunk_max_tokens=s.chunk_max_tokens,
             chunk_overlap_tokens=s.chunk_overlap_tokens,
         ),
+        "quality": QualityResource(gx_root=str(s.gx_root)),
         "mlflow": MLflowResource(tracking_uri=s.mlflow_tracking_uri, registry_uri=s.mlflow_registry_uri),
     }

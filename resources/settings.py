@@ -26,6 +26,7 @@ class Settings(BaseSettings):
     delta_uri: str = ""
     checkpoint_uri: str = ""
     lancedb_uri: str = ""
+    gx_root: Path | None = None
     mlflow_tracking_uri: str = ""
     mlflow_registry_uri: str = ""
     dagster_home: Path | None = None
@@ -54,6 +55,7 @@ class Settings(BaseSettings):
             self.mlflow_tracking_uri or f"sqlite:///{self.home / 'mlflow' / 'mlflow.db'}"
         )
         self.mlflow_registry_uri = self.mlflow_registry_uri or self.mlflow_tracking_uri
+        self.gx_root = (self.gx_root or self.home / "gx").expanduser().resolve()
         self.dagster_home = (self.dagster_home or self.home / "dagster").expanduser().resolve()
         return self
 

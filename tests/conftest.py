@@ -34,7 +34,7 @@ def run_all(
 ) -> ExecuteInProcessResult:
     """One real Dagster materialization of every asset, in this process (so Spark is shared)."""
     return materialize(
-        [*all_assets(settings), *quality_checks],
+        [*all_assets(settings), *quality_checks(settings.sources_file)],
         resources=build_resources(settings),
         instance=instance,
         raise_on_error=raise_on_error,

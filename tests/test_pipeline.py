@@ -57,6 +57,12 @@ def test_structured_sources_reconcile(sample_pipeline: PipelineRuns):
         customers["records_superseded"],
     ) == (60, 3, 2)
     transactions = sample_pipeline.first["silver_transactions"]
+    assert (transactions["records_quarantined"], transactions["records_superseded"]) == (3, 1)
+    quarantine = read_table(f"{sample_pipeline.settings.delta_uri}/{QUARANTINE_TABLE}").to_pandas()
+    reasons = set(quarantine[quarantine.source == "transactions"].reason)
+    assert "column 'customer_id': C9999 not found in customers.customer_id" in reasons
+    tickets = quarantine[quarantine.source == "support_tickets"].reason.tolist()
+    assert tickets == ["column 'priority': critical-ish is not one of low, normal, high, urgent"]
     assert (
         transactions["records_landed"]
         == transactions["records_accepted"]
@@ -163,3 +169,33 @@ def test_queries_with_another_model_are_refused(sample_pipeline: PipelineRuns):
     db = build_resources(sample_pipeline.settings)["lancedb"].connect()
     with pytest.raises(ModelMismatchError, match="was built with all-MiniLM-L6-v2@"):
         Searcher(db, sample_pipeline.settings.embeddings_table, EmbedderResource(model_version="9.9.9"))
+
+
+def test_every_chunk_traces_to_its_source_file_and_delta_version(sample_pipeline: PipelineRuns):
+    from deltalake import DeltaTable
+
+    settings = sample_pipeline.settings
+    indexed = _lancedb_table(settings).to_pandas().set_index("chunk_id")
+    gold = read_table(f"{settings.delta_uri}/document_chunks").to_pandas().set_index("chunk_id")
+    row = indexed.loc[indexed.path == "manuals/ridgeline-2p-tent-manual.md"].iloc[3]
+    chunk = gold.loc[row.name]
+    silver_then = DeltaTable(f"{settings.delta_uri}/silver_documents", version=int(chunk.silver_version))
+    source = silver_then.to_pandas().set_index("document_id").loc[chunk.document_id]
+    assert source.path == row.path == chunk.path
+    assert row.text in source.text
+    assert row.delta_version <= table_version(f"{settings.delta_uri}/document_chunks")
+    lineage = sample_pipeline.first["document_chunks"]["dagster/column_lineage"]
+    assert [d.asset_key.to_user_string() for d in lineage.deps_by_column["text"]] == ["silver_documents"]
+    customers = sample_pipeline.first["silver_customers"]["dagster/column_lineage"]
+    assert customers.deps_by_column["email"][0].column_name == "record"
+
+
+def test_pii_is_redacted_before_gold_and_the_index(sample_pipeline: PipelineRuns):
+    settings = sample_pipeline.settings
+    silver = read_table(f"{settings.delta_uri}/silver_documents").to_pandas()
+    emails_in_silver = silver.text.str.contains(r"[\w.+-]+@[\w-]+\.[\w.]+", regex=True).sum()
+    assert emails_in_silver > 0
+    indexed = _lancedb_table(settings).to_pandas()
+    assert not indexed.text.str.contains(r"[\w.+-]+@[\w-]+\.[\w.]+", regex=True).any()
+    assert indexed.text.str.contains("[EMAIL]", regex=False).any()
+    assert sample_pipeline.first["document_chunks"]["pii_redacted_email"] >= emails_in_silver

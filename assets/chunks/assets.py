@@ -9,8 +9,9 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from assets.chunks.chunking import Chunker
+from assets.chunks.redaction import redact
 from assets.documents.assets import silver_documents
-from assets.metadata import delta_metadata
+from assets.metadata import column_lineage, delta_metadata
 from resources import EmbedderResource, LakehouseResource, SparkResource
 
 CHUNK_SCHEMA = T.StructType(
@@ -28,12 +29,37 @@ CHUNK_SCHEMA = T.StructType(
         T.StructField("content_hash", T.StringType(), False),
         T.StructField("access_groups", T.ArrayType(T.StringType()), True),
         T.StructField("source_sha256", T.StringType(), True),
+        T.StructField("document_pii", T.MapType(T.StringType(), T.IntegerType()), True),
     ]
 )
 
 
+CHUNK_LINEAGE = column_lineage(
+    {
+        "chunk_id": [("silver_documents", "document_id"), ("silver_documents", "text")],
+        "document_id": [("silver_documents", "document_id")],
+        "chunk_index": [("silver_documents", "text")],
+        "path": [("silver_documents", "path")],
+        "title": [("silver_documents", "title")],
+        "media_type": [("silver_documents", "media_type")],
+        "heading_path": [("silver_documents", "text")],
+        "page": [("silver_documents", "text"), ("silver_documents", "media_type")],
+        "text": [("silver_documents", "text")],
+        "token_count": [("silver_documents", "text")],
+        "content_hash": [("silver_documents", "title"), ("silver_documents", "text")],
+        "access_groups": [("silver_documents", "access_groups")],
+        "source_sha256": [("silver_documents", "sha256")],
+        "document_pii": [("silver_documents", "text"), ("silver_documents", "title")],
+    }
+)
+
+
 def chunk_documents(documents: DataFrame, model_path: str, max_tokens: int, overlap_tokens: int) -> DataFrame:
-    """Silver documents → one row per chunk (the chunker runs inside Spark's Python workers)."""
+    """Silver documents → one row per chunk (the chunker runs inside Spark's Python workers).
+
+    PII is redacted from the whole document before chunking, so token bounds hold for what is embedded
+    and original PII never reaches the gold table or the index; ``document_pii`` counts what was replaced.
+    """
 
     def chunk_batches(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         chunker = Chunker(model_path, max_tokens, overlap_tokens)
@@ -41,14 +67,18 @@ def chunk_documents(documents: DataFrame, model_path: str, max_tokens: int, over
             rows = []
             for doc in batch.itertuples(index=False):
                 paged = doc.media_type == "application/pdf"
-                for c in chunker.chunk(doc.document_id, doc.title or "", doc.text, paged=paged):
+                text, title = redact(doc.text), redact(doc.title or "")
+                pii = {
+                    k: text.counts.get(k, 0) + title.counts.get(k, 0) for k in {*text.counts, *title.counts}
+                }
+                for c in chunker.chunk(doc.document_id, title.text, text.text, paged=paged):
                     rows.append(
                         {
                             "chunk_id": c.chunk_id,
                             "document_id": doc.document_id,
                             "chunk_index": c.chunk_index,
                             "path": doc.path,
-                            "title": doc.title,
+                            "title": title.text,
                             "media_type": doc.media_type,
                             "heading_path": c.heading_path,
                             "page": c.page,
@@ -57,6 +87,7 @@ def chunk_documents(documents: DataFrame, model_path: str, max_tokens: int, over
                             "content_hash": c.content_hash,
                             "access_groups": list(doc.access_groups),
                             "source_sha256": doc.sha256,
+                            "document_pii": pii,
                         }
                     )
             yield pd.DataFrame(rows, columns=CHUNK_SCHEMA.fieldNames()).astype({"page": "Int32"})
@@ -90,6 +121,13 @@ def document_chunks(
         changed_when="s.content_hash <> t.content_hash",
         delete_missing=True,
     )
+    pii = (
+        chunks.select("document_id", F.explode("document_pii").alias("kind", "n"))
+        .dropDuplicates(["document_id", "kind"])
+        .groupBy("kind")
+        .agg(F.sum("n").alias("n"))
+        .collect()
+    )
     stats = chunks.agg(
         F.count("*").alias("n"),
         F.max("token_count").alias("max_tokens"),
@@ -102,8 +140,11 @@ def document_chunks(
             lakehouse,
             "document_chunks",
             schema,
+            **{"dagster/column_lineage": CHUNK_LINEAGE},
             documents=stats["docs"],
             max_token_count=stats["max_tokens"] or 0,
             silver_version=silver_version,
+            pii_redacted=sum(r["n"] for r in pii),
+            **{f"pii_redacted_{r['kind'].lower()}": r["n"] for r in pii},
         )
     )

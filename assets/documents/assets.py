@@ -5,11 +5,27 @@ from pyspark.sql import functions as F
 
 from assets.documents.transform import latest_bronze, new_bronze_documents, split_silver_documents
 from assets.landing import list_landing
-from assets.metadata import delta_metadata
+from assets.metadata import column_lineage, delta_metadata
 from assets.quarantine import to_quarantine, write_quarantine
 from resources import LakehouseResource, SparkResource
 
 DOCUMENTS = "documents"
+SILVER_DOCUMENTS_LINEAGE = column_lineage(
+    {
+        column: [("bronze_documents", column)]
+        for column in [
+            "document_id",
+            "path",
+            "title",
+            "media_type",
+            "text",
+            "size_bytes",
+            "sha256",
+            "modified_at",
+        ]
+    }
+    | {"ingested_at": [("bronze_documents", "ingested_at")], "access_groups": [("bronze_documents", "path")]}
+)
 
 
 @asset(group_name="bronze", kinds={"spark", "delta"})
@@ -88,6 +104,7 @@ def silver_documents(
             lakehouse,
             "silver_documents",
             schema,
+            **{"dagster/column_lineage": SILVER_DOCUMENTS_LINEAGE},
             documents_landed=live,
             documents_accepted=accepted_count,
             documents_quarantined=quarantined,

@@ -2,11 +2,11 @@
 
 from pathlib import Path
 
-from dagster import AssetExecutionContext, AssetsDefinition, MaterializeResult, asset
+from dagster import AssetExecutionContext, AssetKey, AssetsDefinition, MaterializeResult, asset
 from pyspark.sql import functions as F
 
 from assets.landing import list_landing
-from assets.metadata import delta_metadata
+from assets.metadata import column_lineage, delta_metadata
 from assets.quarantine import to_quarantine, write_quarantine
 from assets.structured.contracts import SourceContract, load_sources
 from assets.structured.transform import read_landed_records, split_silver_records
@@ -56,11 +56,20 @@ def source_assets(contract: SourceContract) -> list[AssetsDefinition]:
             )
         )
 
+    lineage = column_lineage(
+        {column: [(bronze_name, "record")] for column in contract.column_names}
+        | {
+            "_source_file": [(bronze_name, "_source_file")],
+            "_line": [(bronze_name, "_line")],
+            "_bronze_ingested_at": [(bronze_name, "_ingested_at")],
+        }
+    )
+
     @asset(
         name=silver_name,
         group_name="silver",
         kinds={"spark", "delta"},
-        deps=[bronze],
+        deps=[bronze, *(AssetKey(f"silver_{r.source}") for r in contract.references)],
         description=(
             f"{contract.description} Typed by its contract, one row per {', '.join(contract.primary_key)} "
             "(latest event time wins); rejected rows go to the quarantine with a reason."
@@ -71,7 +80,10 @@ def source_assets(contract: SourceContract) -> list[AssetsDefinition]:
     ) -> MaterializeResult:
         session = spark.session()
         bronze_version = lakehouse.version(bronze_name)
-        accepted, rejected, superseded = split_silver_records(lakehouse.read(session, bronze_name), contract)
+        referenced = {r.source: lakehouse.read(session, f"silver_{r.source}") for r in contract.references}
+        accepted, rejected, superseded = split_silver_records(
+            lakehouse.read(session, bronze_name), contract, referenced
+        )
         accepted = accepted.withColumn("_bronze_version", F.lit(bronze_version).cast("long")).cache()
         changed = " OR ".join(f"NOT (s.`{c}` <=> t.`{c}`)" for c in contract.column_names)
         lakehouse.merge(
@@ -97,6 +109,8 @@ def source_assets(contract: SourceContract) -> list[AssetsDefinition]:
                 lakehouse,
                 silver_name,
                 schema,
+                **{"dagster/column_lineage": lineage},
+                **{f"silver_{name}_version": lakehouse.version(f"silver_{name}") for name in referenced},
                 records_landed=accepted_count + quarantined + superseded_count,
                 records_accepted=accepted_count,
                 records_quarantined=quarantined,

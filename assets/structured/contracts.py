@@ -15,6 +15,9 @@ class ColumnContract(BaseModel):
     name: str
     type: str = "string"
     required: bool = False
+    allowed: list[str] | None = None
+    min: float | None = None
+    max: float | None = None
 
     @model_validator(mode="after")
     def _known_type(self) -> ColumnContract:
@@ -25,6 +28,14 @@ class ColumnContract(BaseModel):
         return self
 
 
+class Reference(BaseModel):
+    """A foreign key: ``column`` must name an existing ``key`` of source ``source``."""
+
+    column: str
+    source: str
+    key: str
+
+
 class SourceContract(BaseModel):
     name: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
     format: Literal["csv", "jsonl", "parquet"]
@@ -32,13 +43,15 @@ class SourceContract(BaseModel):
     event_time: str | None = None
     description: str = ""
     columns: list[ColumnContract]
+    references: list[Reference] = []
+    freshness_days: int | None = None
 
     @model_validator(mode="after")
     def _keys_are_columns(self) -> SourceContract:
         names = {c.name for c in self.columns}
-        missing = [
-            k for k in [*self.primary_key, *([self.event_time] if self.event_time else [])] if k not in names
-        ]
+        event_time = [self.event_time] if self.event_time else []
+        keys = [*self.primary_key, *event_time, *(r.column for r in self.references)]
+        missing = [k for k in keys if k not in names]
         if missing:
             raise ValueError(f"source {self.name!r}: key or event-time columns not declared: {missing}")
         return self
@@ -51,4 +64,10 @@ class SourceContract(BaseModel):
 def load_sources(path: Path) -> list[SourceContract]:
     """Read and validate the sources file; a bad declaration fails loudly with the field that is wrong."""
     data = yaml.safe_load(Path(path).read_text()) or {}
-    return [SourceContract.model_validate(item) for item in data.get("sources", [])]
+    sources = [SourceContract.model_validate(item) for item in data.get("sources", [])]
+    by_name = {s.name: s for s in sources}
+    for source in sources:
+        for ref in source.references:
+            if ref.source not in by_name or ref.key not in by_name[ref.source].column_names:
+                raise ValueError(f"source {source.name!r}: reference to unknown {ref.source}.{ref.key}")
+    return sources

@@ -201,6 +201,27 @@ def type_records(bronze: DataFrame, contract: SourceContract) -> DataFrame:
         raw = F.col("record").getItem(c.name)
         if c.required:
             problems.append(F.when(raw.isNull(), F.lit(f"missing required field '{c.name}'")))
+        if c.allowed is not None:
+            allowed = ", ".join(c.allowed)
+            problems.append(
+                F.when(
+                    typed[c.name].isNotNull() & ~typed[c.name].isin(c.allowed),
+                    F.concat(
+                        F.lit(f"column '{c.name}': "),
+                        F.substring(raw, 1, 80),
+                        F.lit(f" is not one of {allowed}"),
+                    ),
+                )
+            )
+        for bound, fails in (("min", typed[c.name] < F.lit(c.min)), ("max", typed[c.name] > F.lit(c.max))):
+            limit = getattr(c, bound)
+            if limit is not None:
+                word = "below the minimum" if bound == "min" else "above the maximum"
+                problems.append(
+                    F.when(
+                        fails, F.concat(F.lit(f"column '{c.name}': "), raw, F.lit(f" is {word} {limit:g}"))
+                    )
+                )
         problems.append(
             F.when(
                 raw.isNotNull() & typed[c.name].isNull(),
@@ -216,15 +237,39 @@ def type_records(bronze: DataFrame, contract: SourceContract) -> DataFrame:
     )
 
 
+def check_references(
+    typed: DataFrame, contract: SourceContract, referenced: dict[str, DataFrame]
+) -> DataFrame:
+    """Add a reason to rows whose foreign key names no row of the referenced silver table."""
+    for i, ref in enumerate(contract.references):
+        if ref.source not in referenced:
+            continue
+        flag, key = f"_ref_found_{i}", f"_ref_key_{i}"
+        keys = (
+            referenced[ref.source].select(F.col(ref.key).alias(key)).distinct().withColumn(flag, F.lit(True))
+        )
+        typed = typed.join(keys, F.col(ref.column) == F.col(key), "left")
+        missing = F.concat(
+            F.lit(f"column '{ref.column}': "),
+            F.col(ref.column).cast("string"),
+            F.lit(f" not found in {ref.source}.{ref.key}"),
+        )
+        broken = F.col(ref.column).isNotNull() & F.col(flag).isNull()
+        reason = F.when(broken, F.concat_ws("; ", F.col("reason"), missing)).otherwise(F.col("reason"))
+        typed = typed.withColumn("reason", reason).drop(flag, key)
+    return typed
+
+
 def split_silver_records(
-    bronze: DataFrame, contract: SourceContract
+    bronze: DataFrame, contract: SourceContract, referenced: dict[str, DataFrame] | None = None
 ) -> tuple[DataFrame, DataFrame, DataFrame]:
     """(accepted, rejected, superseded): one row per primary key, the latest event time winning.
 
+    ``referenced`` maps a referenced source's name to its silver table, for foreign-key checks.
     Superseded rows are earlier versions of a key (or exact re-deliveries); they are counted, not lost:
     bronze keeps them.
     """
-    typed = type_records(bronze, contract)
+    typed = check_references(type_records(bronze, contract), contract, referenced or {})
     valid = typed.where(F.col("reason").isNull())
     rejected = typed.where(F.col("reason").isNotNull())
     order = [F.col(contract.event_time).desc_nulls_last()] if contract.event_time else []
