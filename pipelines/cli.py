@@ -61,7 +61,9 @@ def run_pipeline(settings: Settings, selection: list[str] | None = None) -> bool
     defs = build_definitions(settings)
     job = defs.resolve_job_def(MAIN_JOB)
     keys = [AssetKey(s) for s in selection] if selection else None
-    total = len(selection) if selection else len(job.asset_layer.executable_asset_keys)
+    graph = job.asset_layer.asset_graph
+    assets = set(keys) if keys else set(job.asset_layer.executable_asset_keys)
+    total = len(assets) + len(graph.get_check_keys_for_assets(assets))  # one step per asset and per check
     run_id = str(uuid.uuid4())
     with DagsterInstance.get() as instance:
         result_box: dict = {}

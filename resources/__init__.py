@@ -9,6 +9,7 @@ from typing import Any
 
 from resources.embedder import EmbedderResource
 from resources.lakehouse import LakehouseResource
+from resources.privacy import PrivacyResource
 from resources.quality import QualityResource
 from resources.settings import Settings, get_settings
 from resources.spark import SparkResource
@@ -20,6 +21,7 @@ __all__ = [
     "LakehouseResource",
     "LanceDBResource",
     "MLflowResource",
+    "PrivacyResource",
     "QualityResource",
     "Settings",
     "SparkResource",
@@ -41,7 +43,12 @@ def build_resources(settings: Settings | None = None) -> dict[str, Any]:
         "lakehouse": LakehouseResource(
             landing_uri=s.landing_uri, delta_uri=s.delta_uri, checkpoint_uri=s.checkpoint_uri
         ),
-        "lancedb": LanceDBResource(uri=s.lancedb_uri, table_name=s.embeddings_table),
+        "lancedb": LanceDBResource(
+            uri=s.lancedb_uri,
+            table_name=s.embeddings_table,
+            vector_index_min_rows=s.vector_index_min_rows,
+            keep_versions_days=s.lancedb_keep_versions_days,
+        ),
         "embedder": EmbedderResource(
             device=s.embedding_device,
             batch_size=s.embedding_batch_size,
@@ -49,5 +56,6 @@ def build_resources(settings: Settings | None = None) -> dict[str, Any]:
             chunk_overlap_tokens=s.chunk_overlap_tokens,
         ),
         "quality": QualityResource(gx_root=str(s.gx_root)),
+        "privacy": PrivacyResource(key_file=str(s.home / "secrets" / "pii.key")),
         "mlflow": MLflowResource(tracking_uri=s.mlflow_tracking_uri, registry_uri=s.mlflow_registry_uri),
     }

@@ -40,6 +40,8 @@ class Settings(BaseSettings):
     embedding_device: str = "auto"
     embedding_batch_size: int = 64
     embeddings_table: str = "chunk_embeddings"
+    vector_index_min_rows: int = 10_000
+    lancedb_keep_versions_days: float = 7.0
     chunk_max_tokens: int = 200
     chunk_overlap_tokens: int = 32
 

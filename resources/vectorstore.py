@@ -16,6 +16,8 @@ class LanceDBResource(ConfigurableResource):
 
     uri: str
     table_name: str = "chunk_embeddings"
+    vector_index_min_rows: int = 10_000
+    keep_versions_days: float = 7.0
 
     def connect(self) -> lancedb.DBConnection:
         return lancedb.connect(self.uri)

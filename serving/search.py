@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Literal
 
-from assets.embeddings.index import table_model
+from assets.embeddings.index import nearest, table_model
 from resources.embedder import EmbedderResource
 
 if TYPE_CHECKING:
@@ -74,7 +74,7 @@ class Searcher:
             if mode == "hybrid":
                 builder = self.table.search(query_type="hybrid").vector(vector).text(query)
             elif mode == "vector":
-                builder = self.table.search(vector).distance_type("cosine")
+                builder = nearest(self.table, vector, k)
             else:
                 raise ValueError(f"unknown search mode {mode!r}: use vector, fulltext or hybrid")
         rows = builder.select(RESULT_COLUMNS).limit(k).to_list()

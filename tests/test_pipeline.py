@@ -199,3 +199,18 @@ def test_pii_is_redacted_before_gold_and_the_index(sample_pipeline: PipelineRuns
     assert not indexed.text.str.contains(r"[\w.+-]+@[\w-]+\.[\w.]+", regex=True).any()
     assert indexed.text.str.contains("[EMAIL]", regex=False).any()
     assert sample_pipeline.first["document_chunks"]["pii_redacted_email"] >= emails_in_silver
+
+
+def test_structured_pii_is_tokenised_or_redacted_in_silver(sample_pipeline: PipelineRuns):
+    settings = sample_pipeline.settings
+    customers = read_table(f"{settings.delta_uri}/silver_customers").to_pandas()
+    for column in ("email", "phone"):
+        values = customers[column].dropna()
+        assert len(values) > 50 and values.str.fullmatch(r"tok_[0-9a-f]{32}").all()
+    assert customers.email.dropna().is_unique
+    key_file = settings.home / "secrets" / "pii.key"
+    assert key_file.stat().st_mode & 0o777 == 0o600
+    tickets = read_table(f"{settings.delta_uri}/silver_support_tickets").to_pandas().set_index("ticket_id")
+    body = tickets.loc["TK-1031", "body"]
+    assert "[EMAIL]" in body and "[PHONE]" in body
+    assert "yuki.sato.home@example.net" not in body and "555-0187" not in body

@@ -1,5 +1,7 @@
 """``chunk_embeddings``: the LanceDB table that serving searches, kept in step with the gold chunks."""
 
+from datetime import timedelta
+
 from dagster import AssetExecutionContext, MaterializeResult, MetadataValue, asset
 
 from assets.chunks.assets import document_chunks
@@ -12,7 +14,7 @@ from resources.lakehouse import read_table
     group_name="embeddings",
     kinds={"lancedb", "pytorch"},
     deps=[document_chunks],
-    op_tags={"groundwork/gpu": "embedding"},
+    pool="gpu",
 )
 def chunk_embeddings(
     context: AssetExecutionContext,
@@ -33,6 +35,8 @@ def chunk_embeddings(
         embedder.dimension,
         embedder.model_name,
         embedder.version,
+        vector_index_min_rows=lancedb.vector_index_min_rows,
+        keep_versions=timedelta(days=lancedb.keep_versions_days),
     )
     context.log.info(
         "chunk_embeddings: embedded %d chunks in %.1fs on %s, deleted %d, table holds %d",

@@ -10,16 +10,18 @@ import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import lancedb
 import numpy as np
 import pyarrow as pa
-from lancedb.index import FTS
+from lancedb.index import FTS, IvfHnswSq
 
 from assets.chunks.chunking import embedding_input
 
 MODEL_METADATA_KEY = b"groundwork.model"
+# HNSW search breadth: measured recall@10 >= 0.95 against exact search (tests/test_indexes.py).
+VECTOR_SEARCH_EF = 100
 INDEXED_COLUMNS = [
     "chunk_id",
     "document_id",
@@ -110,6 +112,8 @@ def sync_embeddings(
     dimension: int,
     model_name: str,
     model_version: str,
+    vector_index_min_rows: int = 10_000,
+    keep_versions: timedelta = timedelta(days=7),
 ) -> SyncResult:
     """Bring table ``name`` in line with ``gold``: embed new or changed chunks, delete stale ones."""
     model_id = f"{model_name}@{model_version}"
@@ -153,13 +157,33 @@ def sync_embeddings(
         rows = rows.select(table.schema.names).cast(table.schema.remove_metadata())
         table.merge_insert("chunk_id").when_matched_update_all().when_not_matched_insert_all().execute(rows)
     embed_seconds = time.perf_counter() - started
-    changed = plan.to_embed.num_rows or plan.to_delete or not _has_fts_index(table)
+    changed = plan.to_embed.num_rows or plan.to_delete or not _index_types(table) & {"FTS", "INVERTED"}
     if changed and table.count_rows():
-        table.create_index("text", config=FTS(), replace=True)
+        maintain_indexes(table, vector_index_min_rows, keep_versions)
     return SyncResult(
         plan.to_embed.num_rows, len(plan.to_delete), table.count_rows(), table.version, embed_seconds
     )
 
 
-def _has_fts_index(table: lancedb.table.Table) -> bool:
-    return any(getattr(i, "index_type", "") == "FTS" for i in table.list_indices())
+def _index_types(table: lancedb.table.Table) -> set[str]:
+    """Index kinds on the table, spelled without case or underscores (``FTS``, ``IVFHNSWSQ``)."""
+    return {str(getattr(i, "index_type", "")).upper().replace("_", "") for i in table.list_indices()}
+
+
+def maintain_indexes(
+    table: lancedb.table.Table, vector_index_min_rows: int, keep_versions: timedelta
+) -> None:
+    """Full-text index on the text; an HNSW vector index once the table is big enough for exact search
+    to cost more than the index; then compaction, index refresh and cleanup of versions older than
+    ``keep_versions`` (younger ones stay for time travel and rollback).
+    """
+    table.create_index("text", config=FTS(), replace=True)
+    if table.count_rows() >= vector_index_min_rows and "IVFHNSWSQ" not in _index_types(table):
+        table.create_index("vector", config=IvfHnswSq(distance_type="cosine"), replace=True)
+    table.optimize(cleanup_older_than=keep_versions)
+
+
+def nearest(table: lancedb.table.Table, vector: np.ndarray, k: int, exact: bool = False):
+    """A cosine nearest-neighbour query; ``exact`` bypasses the vector index (the recall baseline)."""
+    query = table.search(vector).distance_type("cosine").limit(k)
+    return query.bypass_vector_index() if exact else query.ef(VECTOR_SEARCH_EF)

@@ -9,8 +9,8 @@ from assets.landing import list_landing
 from assets.metadata import column_lineage, delta_metadata
 from assets.quarantine import to_quarantine, write_quarantine
 from assets.structured.contracts import SourceContract, load_sources
-from assets.structured.transform import read_landed_records, split_silver_records
-from resources import LakehouseResource, SparkResource
+from assets.structured.transform import protect_pii, read_landed_records, split_silver_records
+from resources import LakehouseResource, PrivacyResource, SparkResource
 
 
 def source_assets(contract: SourceContract) -> list[AssetsDefinition]:
@@ -76,7 +76,10 @@ def source_assets(contract: SourceContract) -> list[AssetsDefinition]:
         ),
     )
     def silver(
-        context: AssetExecutionContext, spark: SparkResource, lakehouse: LakehouseResource
+        context: AssetExecutionContext,
+        spark: SparkResource,
+        lakehouse: LakehouseResource,
+        privacy: PrivacyResource,
     ) -> MaterializeResult:
         session = spark.session()
         bronze_version = lakehouse.version(bronze_name)
@@ -84,6 +87,7 @@ def source_assets(contract: SourceContract) -> list[AssetsDefinition]:
         accepted, rejected, superseded = split_silver_records(
             lakehouse.read(session, bronze_name), contract, referenced
         )
+        accepted = protect_pii(accepted, contract, privacy.key())
         accepted = accepted.withColumn("_bronze_version", F.lit(bronze_version).cast("long")).cache()
         changed = " OR ".join(f"NOT (s.`{c}` <=> t.`{c}`)" for c in contract.column_names)
         lakehouse.merge(

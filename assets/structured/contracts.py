@@ -18,6 +18,8 @@ class ColumnContract(BaseModel):
     allowed: list[str] | None = None
     min: float | None = None
     max: float | None = None
+    # token: replaced by a keyed hash in silver (joins still work); redact: free text, PII replaced
+    pii: Literal["token", "redact"] | None = None
 
     @model_validator(mode="after")
     def _known_type(self) -> ColumnContract:

@@ -237,6 +237,20 @@ def type_records(bronze: DataFrame, contract: SourceContract) -> DataFrame:
     )
 
 
+def protect_pii(df: DataFrame, contract: SourceContract, key: bytes) -> DataFrame:
+    """Tokenise PII columns with a keyed hash and redact PII inside free-text columns."""
+    from assets.chunks.redaction import redact, tokenize_pii
+
+    token = F.udf(lambda value: tokenize_pii(value, key), T.StringType())
+    scrub = F.udf(lambda value: None if value is None else redact(value).text, T.StringType())
+    for column in contract.columns:
+        if column.pii == "token":
+            df = df.withColumn(column.name, token(F.col(column.name)))
+        elif column.pii == "redact":
+            df = df.withColumn(column.name, scrub(F.col(column.name)))
+    return df
+
+
 def check_references(
     typed: DataFrame, contract: SourceContract, referenced: dict[str, DataFrame]
 ) -> DataFrame:
