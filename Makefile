@@ -23,7 +23,7 @@ export HF_HUB_OFFLINE := 1
 export PYTHONPATH := $(CURDIR)
 export UV_PYTHON_DOWNLOADS := never
 
-.PHONY: help setup demo test browser lint dev status lock clean-data
+.PHONY: help setup demo test browser lint dev status bench lock clean-data
 
 help:
 	@echo "make demo   - set up (once), run the pipeline on the sample data, print a search"
@@ -73,6 +73,11 @@ dev: setup
 
 status: setup
 	$(VENV)/bin/groundwork status
+
+# Figures are printed as ratios against a baseline measured in the same run (docs/benchmarks.md).
+bench: setup
+	$(PY) -m benchmarks.embed_throughput
+	$(PY) -m benchmarks.incremental
 
 lock: | $(UV)
 	$(UV) pip compile requirements.txt --python-version 3.11 -o requirements.lock

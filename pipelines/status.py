@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
+from assets.embeddings.index import open_active
 from assets.quarantine import QUARANTINE_TABLE
 from assets.structured.contracts import load_sources
 from resources import build_resources
@@ -36,33 +37,28 @@ def collect_status(settings: Settings) -> dict[str, Any]:
         )
     db = resources["lancedb"].connect()
     table_name = settings.embeddings_table
-    if table_name in db.list_tables().tables:
-        table = db.open_table(table_name)
+    table = open_active(db, table_name)
+    row = {
+        "name": table_name,
+        "engine": "lancedb",
+        "rows": 0,
+        "version": None,
+        "updated_at": None,
+        "path": None,
+    }
+    if table is not None:
         versions = table.list_versions()
-        updated = max((v["timestamp"] for v in versions), default=None) if versions else None
+        updated = max((v["timestamp"] for v in versions), default=None)
         if isinstance(updated, datetime) and updated.tzinfo is None:
             updated = updated.replace(tzinfo=UTC)
-        tables.append(
-            {
-                "name": table_name,
-                "engine": "lancedb",
-                "rows": table.count_rows(),
-                "version": table.version,
-                "updated_at": updated,
-                "path": f"{settings.lancedb_uri}/{table_name}.lance",
-            }
-        )
-    else:
-        tables.append(
-            {
-                "name": table_name,
-                "engine": "lancedb",
-                "rows": 0,
-                "version": None,
-                "updated_at": None,
-                "path": f"{settings.lancedb_uri}/{table_name}.lance",
-            }
-        )
+        row |= {
+            "name": f"{table_name} → {table.name}",
+            "rows": table.count_rows(),
+            "version": table.version,
+            "updated_at": updated,
+            "path": f"{settings.lancedb_uri}/{table.name}.lance",
+        }
+    tables.append(row)
     quarantine = []
     if lakehouse.exists(QUARANTINE_TABLE):
         rows = read_table(lakehouse.table_path(QUARANTINE_TABLE)).to_pandas()

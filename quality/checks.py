@@ -20,6 +20,7 @@ from dagster import (
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
+from assets.embeddings.index import open_active
 from assets.structured.contracts import SourceContract, load_sources
 from quality import suites
 from quality.validation import SuiteOutcome
@@ -83,10 +84,8 @@ def make_check(table: str, loader: Loader, engine: str = "delta") -> AssetChecks
 
 
 def _lancedb_version(lancedb: LanceDBResource) -> int | None:
-    db = lancedb.connect()
-    return (
-        db.open_table(lancedb.table_name).version if lancedb.table_name in db.list_tables().tables else None
-    )
+    table = open_active(lancedb.connect(), lancedb.table_name)
+    return table.version if table is not None else None
 
 
 def _table(table: str, suite: Callable[[], list]) -> Loader:
@@ -118,15 +117,11 @@ def _silver_source(contract: SourceContract) -> Loader:
     return load
 
 
-def _embeddings(
-    spark: SparkSession, lakehouse: LakehouseResource, lancedb: LanceDBResource
-) -> tuple[pd.DataFrame, list]:
-    gold_chunks = read_table(lakehouse.table_path("document_chunks"), ["chunk_id"]).num_rows
-    table = lancedb.connect().open_table(lancedb.table_name)
+def embedding_frame(table) -> pd.DataFrame:
+    """Per vector: chunk id, dimension, norm and NaN flag, for the embeddings suite."""
     rows = table.search().select(["chunk_id", "vector"]).limit(None).to_arrow()
     vectors = np.stack(rows["vector"].to_numpy(zero_copy_only=False)) if rows.num_rows else np.zeros((0, 0))
-    dimension = table.schema.field("vector").type.list_size
-    frame = pd.DataFrame(
+    return pd.DataFrame(
         {
             "chunk_id": rows["chunk_id"].to_pylist(),
             "dimension": [vectors.shape[1]] * rows.num_rows,
@@ -134,7 +129,15 @@ def _embeddings(
             "has_nan": np.isnan(vectors).any(axis=1) if rows.num_rows else [],
         }
     )
-    return frame, suites.chunk_embeddings_suite(gold_chunks, dimension)
+
+
+def _embeddings(
+    spark: SparkSession, lakehouse: LakehouseResource, lancedb: LanceDBResource
+) -> tuple[pd.DataFrame, list]:
+    gold_chunks = read_table(lakehouse.table_path("document_chunks"), ["chunk_id"]).num_rows
+    table = open_active(lancedb.connect(), lancedb.table_name)
+    dimension = table.schema.field("vector").type.list_size
+    return embedding_frame(table), suites.chunk_embeddings_suite(gold_chunks, dimension)
 
 
 def quality_checks(sources_file: Path) -> list[AssetChecksDefinition]:

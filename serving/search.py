@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Literal
 
-from assets.embeddings.index import nearest, table_model
+from assets.embeddings.index import nearest, open_active, table_model
 from resources.embedder import EmbedderResource
 
 if TYPE_CHECKING:
@@ -52,9 +52,10 @@ class Searcher:
     """Answers queries against one LanceDB table with the model that built it."""
 
     def __init__(self, db: lancedb.DBConnection, table_name: str, embedder: EmbedderResource):
-        if table_name not in db.list_tables().tables:
-            raise LookupError(f"no LanceDB table {table_name!r}: run `groundwork run` first")
-        self.table = db.open_table(table_name)
+        table = open_active(db, table_name)
+        if table is None:
+            raise LookupError(f"no LanceDB index {table_name!r}: run `groundwork run` first")
+        self.table = table
         self.embedder = embedder
         built_with = table_model(self.table).get("model_id")
         if built_with != embedder.model_id:

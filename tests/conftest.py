@@ -30,12 +30,12 @@ def make_settings(home: Path, **overrides) -> Settings:
 
 
 def run_all(
-    settings: Settings, instance: DagsterInstance | None = None, raise_on_error: bool = True
+    settings: Settings, instance: DagsterInstance | None = None, raise_on_error: bool = True, **resources
 ) -> ExecuteInProcessResult:
     """One real Dagster materialization of every asset, in this process (so Spark is shared)."""
     return materialize(
         [*all_assets(settings), *quality_checks(settings.sources_file)],
-        resources=build_resources(settings),
+        resources={**build_resources(settings), **resources},
         instance=instance,
         raise_on_error=raise_on_error,
     )

@@ -71,9 +71,12 @@ def test_status_reports_every_table(sample_pipeline: PipelineRuns):
     )
     report = json.loads(out.stdout)
     tables = {t["name"]: t for t in report["tables"]}
+    [embeddings] = [t for t in report["tables"] if t["engine"] == "lancedb"]
     assert (
-        tables["chunk_embeddings"]["rows"] == sample_pipeline.second["chunk_embeddings"]["dagster/row_count"]
+        embeddings["name"]
+        == f"chunk_embeddings → {sample_pipeline.second['chunk_embeddings']['lancedb_table']}"
     )
+    assert embeddings["rows"] == sample_pipeline.second["chunk_embeddings"]["dagster/row_count"]
     assert tables["silver_customers"]["rows"] == 60
     assert tables["silver_documents"]["version"] == table_version(
         sample_pipeline.first["silver_documents"]["table_path"]

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from conftest import PipelineRuns, materialized, run_all
 
+from assets.embeddings.index import open_active
 from assets.quarantine import QUARANTINE_TABLE
 from resources import build_resources
 from resources.lakehouse import read_table, table_version
@@ -25,7 +26,7 @@ EXPECTED_QUESTIONS = [
 
 def _lancedb_table(settings):
     resources = build_resources(settings)
-    return resources["lancedb"].connect().open_table(settings.embeddings_table)
+    return open_active(resources["lancedb"].connect(), settings.embeddings_table)
 
 
 def test_every_landed_document_is_accepted_or_quarantined(sample_pipeline: PipelineRuns):

@@ -9,6 +9,7 @@ import pytest
 from conftest import PipelineRuns, materialized, run_all
 from pyspark.sql import functions as F
 
+from assets.embeddings.index import open_active
 from assets.structured.contracts import load_sources
 from quality import suites
 from quality.checks import RESULTS_TABLE
@@ -91,7 +92,7 @@ def test_every_layer_is_gated_and_results_persist(sample_pipeline: PipelineRuns)
 def test_a_bad_batch_blocks_the_embedding_and_the_index_keeps_its_version(small_home, spark):
     settings = small_home
     first = materialized(run_all(settings))
-    table = build_resources(settings)["lancedb"].connect().open_table(settings.embeddings_table)
+    table = open_active(build_resources(settings)["lancedb"].connect(), settings.embeddings_table)
     version_before, rows_before = table.version, table.count_rows()
     assert first["chunk_embeddings"]["dagster/row_count"] == rows_before > 0
 

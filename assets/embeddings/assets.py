@@ -6,7 +6,9 @@ from dagster import AssetExecutionContext, MaterializeResult, MetadataValue, ass
 
 from assets.chunks.assets import document_chunks
 from assets.embeddings.index import sync_embeddings
-from resources import EmbedderResource, LakehouseResource, LanceDBResource
+from quality import suites
+from quality.checks import embedding_frame
+from resources import EmbedderResource, LakehouseResource, LanceDBResource, QualityResource
 from resources.lakehouse import read_table
 
 
@@ -21,11 +23,32 @@ def chunk_embeddings(
     lakehouse: LakehouseResource,
     lancedb: LanceDBResource,
     embedder: EmbedderResource,
+    quality: QualityResource,
 ) -> MaterializeResult:
-    """One vector per gold chunk: only new or changed chunks are embedded, and removed ones deleted."""
+    """One vector per gold chunk: only new or changed chunks are embedded, and removed ones deleted.
+
+    A new model builds its own table beside the current one; serving switches to it only after the
+    embeddings suite passes on it, and the old table stays for rollback.
+    """
     gold_path = lakehouse.table_path("document_chunks")
     gold_version = lakehouse.version("document_chunks")
     gold = read_table(gold_path)
+
+    def validate_candidate(table) -> bool:
+        expectations = suites.chunk_embeddings_suite(gold.num_rows, embedder.dimension)
+        outcome = quality.validate(
+            embedding_frame(table), "chunk_embeddings_candidate", expectations, context.run_id
+        )
+        for failure in outcome.failed:
+            context.log.error(
+                "candidate %s: %s(%s) observed %s",
+                table.name,
+                failure.expectation,
+                failure.column,
+                failure.observed_json()[:200],
+            )
+        return outcome.success
+
     result = sync_embeddings(
         lancedb.connect(),
         lancedb.table_name,
@@ -37,6 +60,7 @@ def chunk_embeddings(
         embedder.version,
         vector_index_min_rows=lancedb.vector_index_min_rows,
         keep_versions=timedelta(days=lancedb.keep_versions_days),
+        validate=validate_candidate,
     )
     context.log.info(
         "chunk_embeddings: embedded %d chunks in %.1fs on %s, deleted %d, table holds %d",
@@ -53,7 +77,9 @@ def chunk_embeddings(
             "chunks_deleted": result.deleted,
             "embed_seconds": round(result.embed_seconds, 2),
             "lancedb_version": result.version,
-            "lancedb_uri": MetadataValue.path(f"{lancedb.uri}/{lancedb.table_name}.lance"),
+            "lancedb_uri": MetadataValue.path(f"{lancedb.uri}/{result.table_name}.lance"),
+            "lancedb_table": result.table_name,
+            "activated": result.activated,
             "model": embedder.model_id,
             "device": embedder.resolved_device(),
             "gold_delta_version": gold_version,
