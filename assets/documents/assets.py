@@ -3,7 +3,12 @@
 from dagster import AssetExecutionContext, MaterializeResult, asset
 from pyspark.sql import functions as F
 
-from assets.documents.transform import latest_bronze, new_bronze_documents, split_silver_documents
+from assets.documents.transform import (
+    SILVER_FROM_BRONZE,
+    latest_bronze,
+    new_bronze_documents,
+    split_silver_documents,
+)
 from assets.landing import list_landing
 from assets.metadata import column_lineage, delta_metadata
 from assets.quarantine import to_quarantine, write_quarantine
@@ -11,19 +16,7 @@ from resources import LakehouseResource, SparkResource
 
 DOCUMENTS = "documents"
 SILVER_DOCUMENTS_LINEAGE = column_lineage(
-    {
-        column: [("bronze_documents", column)]
-        for column in [
-            "document_id",
-            "path",
-            "title",
-            "media_type",
-            "text",
-            "size_bytes",
-            "sha256",
-            "modified_at",
-        ]
-    }
+    {column: [("bronze_documents", column)] for column in SILVER_FROM_BRONZE}
     | {"ingested_at": [("bronze_documents", "ingested_at")], "access_groups": [("bronze_documents", "path")]}
 )
 

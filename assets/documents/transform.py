@@ -32,6 +32,19 @@ BRONZE_DOCUMENTS_SCHEMA = T.StructType(
 )
 
 
+# Silver documents' columns that are bronze's, unchanged (the rest are derived).
+SILVER_FROM_BRONZE = [
+    "document_id",
+    "path",
+    "title",
+    "media_type",
+    "text",
+    "size_bytes",
+    "sha256",
+    "modified_at",
+]
+
+
 def document_id(relative_path: str) -> str:
     """Stable id of a document: derived from where it lives in the landing zone."""
     return hashlib.sha256(relative_path.encode("utf-8")).hexdigest()[:32]
@@ -121,14 +134,7 @@ def split_silver_documents(latest: DataFrame) -> tuple[DataFrame, DataFrame]:
         "reason", F.concat(F.lit("duplicate: same content as "), F.col("_original"))
     )
     accepted = ranked.where("_copy = 1").select(
-        "document_id",
-        "path",
-        "title",
-        "media_type",
-        "text",
-        "size_bytes",
-        "sha256",
-        "modified_at",
+        *SILVER_FROM_BRONZE,
         F.array(F.lit("public")).alias("access_groups"),
         "ingested_at",
     )
