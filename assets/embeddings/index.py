@@ -220,11 +220,9 @@ def sync_embeddings(
         ]
         vectors = encode(texts)
         n = batch.num_rows
-        rows = batch.select(INDEXED_COLUMNS).cast(
-            pa.schema([embeddings_schema(dimension, model_id).field(c) for c in INDEXED_COLUMNS])
-        )
         rows = (
-            rows.append_column(
+            batch.select(INDEXED_COLUMNS)
+            .append_column(
                 "vector", pa.FixedSizeListArray.from_arrays(pa.array(vectors.reshape(-1)), dimension)
             )
             .append_column("delta_version", pa.array([gold_version] * n, pa.int64()))
@@ -232,6 +230,7 @@ def sync_embeddings(
             .append_column("model_version", pa.array([model_version] * n))
             .append_column("created_at", pa.array([datetime.now(UTC)] * n, pa.timestamp("us", tz="UTC")))
         )
+        # One cast to the table's schema types every column, the gold ones included.
         rows = rows.select(table.schema.names).cast(table.schema.remove_metadata())
         table.merge_insert("chunk_id").when_matched_update_all().when_not_matched_insert_all().execute(rows)
     embed_seconds = time.perf_counter() - started
@@ -239,11 +238,10 @@ def sync_embeddings(
     if changed and table.count_rows():
         maintain_indexes(table, vector_index_min_rows, keep_versions)
     activated = False
-    if active_table_name(db, name) != physical:
+    current = active_table_name(db, name)
+    if current != physical:
         if validate is not None and not validate(table):
-            raise CandidateRejectedError(
-                f"{physical} failed validation; serving stays on {active_table_name(db, name)}"
-            )
+            raise CandidateRejectedError(f"{physical} failed validation; serving stays on {current}")
         activate(db, name, physical)
         activated = True
     return SyncResult(
