@@ -1,6 +1,10 @@
-"""The quarantine table: every rejected row or file, with where it came from and why.
+"""Quarantine tables, one per layer: every rejected row or file, with where it came from and why.
 
-Nothing that lands is lost: it is either in a silver table or here, and the counts reconcile.
+Nothing that lands is lost: it is either in a silver table or in a quarantine table, and the counts
+reconcile (``ingestion_runs`` records them for every run). ``quarantine_bronze`` holds files or lines
+that could not be read as landed (not UTF-8, corrupt PDF, malformed CSV row, empty file);
+``quarantine_silver`` rows that break their contract or duplicate another; ``quarantine_gold``
+documents that yield nothing to index.
 """
 
 from __future__ import annotations
@@ -10,19 +14,31 @@ from pyspark.sql import functions as F
 
 from resources.lakehouse import LakehouseResource
 
-QUARANTINE_TABLE = "quarantine"
+LAYERS = ("bronze", "silver", "gold")
 RAW_LIMIT = 4000
-QUARANTINE_KEYS = ["layer", "source", "source_file", "record_key", "reason"]
+QUARANTINE_KEYS = ["source", "source_file", "record_key", "reason"]
+INGESTION_RUNS_TABLE = "ingestion_runs"
+
+
+def quarantine_table(layer: str) -> str:
+    if layer not in LAYERS:
+        raise ValueError(f"unknown layer {layer!r}: use one of {LAYERS}")
+    return f"quarantine_{layer}"
 
 
 def to_quarantine(
-    rejected: DataFrame, layer: str, source: str, source_file: Column, record_key: Column, raw: Column
+    rejected: DataFrame,
+    source: str,
+    source_file: Column,
+    line: Column,
+    record_key: Column,
+    raw: Column,
 ) -> DataFrame:
     """Shape rejected rows (which carry ``reason`` and ``run_id``) into the quarantine schema."""
     return rejected.select(
-        F.lit(layer).alias("layer"),
         F.lit(source).alias("source"),
         source_file.cast("string").alias("source_file"),
+        line.cast("long").alias("line"),
         record_key.cast("string").alias("record_key"),
         F.substring(raw.cast("string"), 1, RAW_LIMIT).alias("raw"),
         F.col("reason").cast("string").alias("reason"),
@@ -31,6 +47,73 @@ def to_quarantine(
     )
 
 
-def write_quarantine(spark: SparkSession, lakehouse: LakehouseResource, rows: DataFrame) -> int:
-    """Record rejected rows once: the same rejection seen again on a re-run is not added twice."""
-    return lakehouse.merge(spark, rows, QUARANTINE_TABLE, QUARANTINE_KEYS, changed_when="false")
+def read_quarantine(lakehouse: LakehouseResource):
+    """Every layer's quarantine as one pandas frame with a ``layer`` column (no JVM: delta-rs)."""
+    import pandas as pd
+
+    from resources.lakehouse import read_table
+
+    frames = [
+        read_table(lakehouse.table_path(quarantine_table(layer))).to_pandas().assign(layer=layer)
+        for layer in LAYERS
+        if lakehouse.exists(quarantine_table(layer))
+    ]
+    return (
+        pd.concat(frames, ignore_index=True)
+        if frames
+        else pd.DataFrame(columns=["layer", "source", "reason"])
+    )
+
+
+def last_ingestion_runs(lakehouse: LakehouseResource) -> list[dict]:
+    """Each source's reconciliation for its most recent run (landed, accepted, quarantined, ...)."""
+    from resources.lakehouse import read_table
+
+    if not lakehouse.exists(INGESTION_RUNS_TABLE):
+        return []
+    runs = read_table(lakehouse.table_path(INGESTION_RUNS_TABLE)).to_pandas()
+    latest = runs.sort_values("recorded_at").groupby("source").tail(1).sort_values("source")
+    return latest.to_dict("records")
+
+
+def write_quarantine(
+    spark: SparkSession, lakehouse: LakehouseResource, layer: str, rows: DataFrame, txn: tuple[str, int]
+) -> int:
+    """Record rejected rows once: a replayed batch (same ``txn``) or the same rejection seen again on a
+    rebuilt partition is not added twice."""
+    return lakehouse.merge(
+        spark, rows, quarantine_table(layer), QUARANTINE_KEYS, changed_when="false", txn=txn
+    )
+
+
+def record_ingestion_run(
+    spark: SparkSession,
+    lakehouse: LakehouseResource,
+    source: str,
+    run_id: str,
+    landed: int,
+    accepted: int,
+    quarantined: int,
+    duplicates: int,
+    deleted: int = 0,
+) -> dict[str, int]:
+    """Append this run's reconciliation for ``source`` (landed = accepted + quarantined + duplicates)."""
+    if landed != accepted + quarantined + duplicates:
+        raise AssertionError(
+            f"{source}: counts do not reconcile: landed {landed} != accepted {accepted} + quarantined "
+            f"{quarantined} + duplicates {duplicates}"
+        )
+    counts = {
+        "landed": landed,
+        "accepted": accepted,
+        "quarantined": quarantined,
+        "duplicates": duplicates,
+        "deleted": deleted,
+    }
+    row = spark.createDataFrame(
+        [(source, run_id, *counts.values())],
+        "source string, run_id string, landed long, accepted long, quarantined long, duplicates long, "
+        "deleted long",
+    ).withColumn("recorded_at", F.current_timestamp())
+    lakehouse.merge(spark, row, INGESTION_RUNS_TABLE, ["source", "run_id"])
+    return counts

@@ -50,11 +50,18 @@ def seed_landing(settings: Settings) -> int:
     return copied
 
 
-def run_pipeline(settings: Settings, selection: list[str] | None = None) -> bool:
-    """Materialize the assets through Dagster (recorded in the instance, so the UI shows the run)."""
+def run_pipeline(
+    settings: Settings, selection: list[str] | None = None, ingest_day: str | None = None
+) -> bool:
+    """Materialize the assets through Dagster (recorded in the instance, so the UI shows the run).
+
+    Structured sources are partitioned by ingest date: the run is for ``ingest_day`` (default today,
+    UTC); a past day re-reads that day's files (see ``assets/structured/assets.py``).
+    """
     ensure_dagster_home(settings)
     from dagster import AssetKey, DagsterEventType, DagsterInstance
 
+    from assets.structured.assets import current_ingest_day
     from pipelines.definitions import build_definitions
     from pipelines.jobs import MAIN_JOB
 
@@ -75,6 +82,7 @@ def run_pipeline(settings: Settings, selection: list[str] | None = None) -> bool
                     instance=instance,
                     run_id=run_id,
                     asset_selection=keys,
+                    partition_key=ingest_day or current_ingest_day(),
                     raise_on_error=False,
                 )
             except Exception as exc:  # surfaced below, after the progress display closes
@@ -138,9 +146,12 @@ def run(
     select: Annotated[
         list[str] | None, typer.Option("--select", "-s", help="Asset names; default: all")
     ] = None,
+    day: Annotated[
+        str | None, typer.Option(help="Ingest date (YYYY-MM-DD) of structured sources; default today")
+    ] = None,
 ) -> None:
     """Materialize every asset (or a selection) through Dagster, incrementally."""
-    if not run_pipeline(get_settings(), select):
+    if not run_pipeline(get_settings(), select, day):
         raise typer.Exit(1)
 
 
@@ -185,7 +196,8 @@ def search(
 
 @app.command()
 def status(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
-    """Each table's rows, version and last update; quarantine counts per source."""
+    """Each table's rows, version and last update; per source, the last run's landed, accepted,
+    quarantined and duplicate counts; quarantine totals per layer and source."""
     from pipelines.status import collect_status
 
     report = collect_status(get_settings())
@@ -200,12 +212,20 @@ def status(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
         version = "" if row["version"] is None else str(row["version"])
         tables.add_row(row["name"], row["engine"], str(row["rows"]), version, updated)
     console.print(tables)
+    if report["ingestion"]:
+        ingestion = Table(title="last run per source (landed = accepted + quarantined + duplicates)")
+        for column in ("source", "run", "landed", "accepted", "quarantined", "duplicates", "deleted"):
+            ingestion.add_column(column)
+        for row in report["ingestion"]:
+            counts = [str(row[k]) for k in ("landed", "accepted", "quarantined", "duplicates", "deleted")]
+            ingestion.add_row(row["source"], row["run_id"][:8], *counts)
+        console.print(ingestion)
     if report["quarantine"]:
-        quarantine = Table(title="quarantine")
-        for column in ("source", "rows", "latest reason"):
+        quarantine = Table(title="quarantine (all runs)")
+        for column in ("layer", "source", "rows", "latest reason"):
             quarantine.add_column(column)
         for row in report["quarantine"]:
-            quarantine.add_row(row["source"], str(row["rows"]), row["latest_reason"])
+            quarantine.add_row(row["layer"], row["source"], str(row["rows"]), row["latest_reason"])
         console.print(quarantine)
 
 

@@ -10,7 +10,7 @@ from assets.embeddings import assets as embedding_assets
 from assets.structured.assets import structured_assets
 from pipelines.jobs import main_job
 from pipelines.schedules import nightly_refresh
-from pipelines.sensors import landing_zone_sensor
+from pipelines.sensors import automation_sensor, landing_sensors
 from quality.checks import quality_checks
 from resources import Settings, build_resources, get_settings
 
@@ -31,7 +31,7 @@ def build_definitions(settings: Settings | None = None) -> Definitions:
         asset_checks=quality_checks(settings.sources_file),
         jobs=[main_job],
         schedules=[nightly_refresh],
-        sensors=[landing_zone_sensor],
+        sensors=[*landing_sensors(settings.sources_file), automation_sensor],
         resources=build_resources(settings),
         # One process per run: Spark's JVM and the embedding model load once, not once per step.
         executor=in_process_executor,

@@ -1,36 +1,80 @@
-"""Sensors: start the main job when files land, change or disappear in the landing zone."""
+"""Near-real-time: a sensor per landing zone starts its bronze asset when files land; declarative
+automation carries the change downstream (silver → gold → embeddings) as soon as the upstream is
+updated, and holds it back while a blocking quality check upstream has failed."""
 
 import hashlib
-import os
 from pathlib import Path
 
-from dagster import DefaultSensorStatus, RunRequest, SensorEvaluationContext, SkipReason, sensor
+import pandas as pd
+from dagster import (
+    AssetKey,
+    AssetSelection,
+    AutomationConditionSensorDefinition,
+    DefaultSensorStatus,
+    RunRequest,
+    SensorDefinition,
+    SensorEvaluationContext,
+    SkipReason,
+    sensor,
+)
 
-from pipelines.jobs import main_job
-from resources.lakehouse import local_path
+from assets.landing import list_landing
+from assets.structured.contracts import load_sources
 from resources.settings import get_settings
 
+SENSOR_INTERVAL_SECONDS = 5
 
-def landing_fingerprint(root: Path) -> tuple[str, int]:
+
+def landing_fingerprint(listing: pd.DataFrame) -> str:
     """A digest of every landed file's path, size and mtime: it changes whenever the landing zone does."""
     digest = hashlib.sha256()
-    count = 0
-    for dirpath, _, files in sorted(os.walk(root)):
-        for name in sorted(files):
-            stat = (Path(dirpath) / name).stat()
-            digest.update(f"{dirpath}/{name}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
-            count += 1
-    return digest.hexdigest(), count
+    for row in listing.sort_values("path").itertuples(index=False):
+        digest.update(f"{row.path}\0{row.size_bytes}\0{row.modified_at.value}\n".encode())
+    return digest.hexdigest()
 
 
-@sensor(job=main_job, minimum_interval_seconds=5, default_status=DefaultSensorStatus.STOPPED)
-def landing_zone_sensor(context: SensorEvaluationContext):
-    """One run per change of the landing zone; the run key is the zone's fingerprint, so a batch runs once."""
-    root = local_path(get_settings().landing_uri)
-    if root is None or not root.exists():
-        return SkipReason(f"landing zone {get_settings().landing_uri} is not a local folder that exists")
-    fingerprint, count = landing_fingerprint(root)
-    if fingerprint == context.cursor:
-        return SkipReason("no change in the landing zone")
-    context.update_cursor(fingerprint)
-    return RunRequest(run_key=fingerprint, tags={"groundwork/landed_files": str(count)})
+def landing_sensor(source: str, partitioned: bool) -> SensorDefinition:
+    """Start ``bronze_<source>`` once per change of ``landing/<source>/`` (the fingerprint is the run key,
+    so a batch of files starts one run; the bronze stream itself picks up each file exactly once)."""
+    bronze = AssetKey(f"bronze_{source}")
+
+    @sensor(
+        name=f"{source}_landing_sensor",
+        asset_selection=[bronze],
+        minimum_interval_seconds=SENSOR_INTERVAL_SECONDS,
+        default_status=DefaultSensorStatus.RUNNING,
+        description=f"Materializes bronze_{source} when files land in, change in or leave landing/{source}/.",
+    )
+    def watch(context: SensorEvaluationContext):
+        from assets.structured.assets import current_ingest_day
+
+        root = f"{get_settings().landing_uri.rstrip('/')}/{source}"
+        listing = list_landing(root)
+        fingerprint = landing_fingerprint(listing)
+        if fingerprint == context.cursor or (listing.empty and context.cursor is None):
+            return SkipReason(f"no change in landing/{source}/")
+        context.update_cursor(fingerprint)
+        return RunRequest(
+            run_key=f"{source}-{fingerprint[:24]}",
+            asset_selection=[bronze],
+            partition_key=current_ingest_day() if partitioned else None,
+            tags={"groundwork/landed_files": str(len(listing)), "groundwork/source": source},
+        )
+
+    return watch
+
+
+def landing_sensors(sources_file: Path) -> list[SensorDefinition]:
+    return [
+        landing_sensor("documents", partitioned=False),
+        *(landing_sensor(contract.name, partitioned=True) for contract in load_sources(sources_file)),
+    ]
+
+
+automation_sensor = AutomationConditionSensorDefinition(
+    "groundwork_automation",
+    target=AssetSelection.all(),
+    minimum_interval_seconds=SENSOR_INTERVAL_SECONDS,
+    default_status=DefaultSensorStatus.RUNNING,
+    description="Evaluates the assets' automation conditions: downstream follows bronze, gated by checks.",
+)

@@ -6,10 +6,15 @@ from datetime import UTC, datetime
 from typing import Any
 
 from assets.embeddings.index import open_active
-from assets.quarantine import QUARANTINE_TABLE
+from assets.quarantine import (
+    INGESTION_RUNS_TABLE,
+    LAYERS,
+    last_ingestion_runs,
+    quarantine_table,
+    read_quarantine,
+)
 from assets.structured.contracts import load_sources
 from resources import build_resources
-from resources.lakehouse import read_table
 from resources.settings import Settings
 
 DOCUMENT_TABLES = ["bronze_documents", "silver_documents", "document_chunks"]
@@ -21,7 +26,7 @@ def collect_status(settings: Settings) -> dict[str, Any]:
     names = [*DOCUMENT_TABLES]
     for source in load_sources(settings.sources_file):
         names += [f"bronze_{source.name}", f"silver_{source.name}"]
-    names.append(QUARANTINE_TABLE)
+    names += [*(quarantine_table(layer) for layer in LAYERS), INGESTION_RUNS_TABLE]
     tables = []
     for name in names:
         info = lakehouse.info(name)
@@ -60,10 +65,23 @@ def collect_status(settings: Settings) -> dict[str, Any]:
         }
     tables.append(row)
     quarantine = []
-    if lakehouse.exists(QUARANTINE_TABLE):
-        rows = read_table(lakehouse.table_path(QUARANTINE_TABLE)).to_pandas()
-        for source, group in rows.sort_values("quarantined_at").groupby("source"):
+    rows = read_quarantine(lakehouse)
+    if len(rows):
+        for (layer, source), group in rows.sort_values("quarantined_at").groupby(["layer", "source"]):
             quarantine.append(
-                {"source": source, "rows": len(group), "latest_reason": group["reason"].iloc[-1]}
+                {
+                    "layer": layer,
+                    "source": source,
+                    "rows": len(group),
+                    "latest_reason": group["reason"].iloc[-1],
+                }
             )
-    return {"home": str(settings.home), "tables": tables, "quarantine": quarantine}
+    ingestion = [
+        {
+            k: run[k]
+            for k in ("source", "run_id", "landed", "accepted", "quarantined", "duplicates", "deleted")
+        }
+        | {"recorded_at": run["recorded_at"]}
+        for run in last_ingestion_runs(lakehouse)
+    ]
+    return {"home": str(settings.home), "tables": tables, "ingestion": ingestion, "quarantine": quarantine}

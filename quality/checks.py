@@ -20,6 +20,7 @@ from dagster import (
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
+from assets.automation import WITH_ITS_ASSET
 from assets.embeddings.index import open_active
 from assets.structured.contracts import SourceContract, load_sources
 from quality import suites
@@ -56,6 +57,7 @@ def make_check(table: str, loader: Loader, engine: str = "delta") -> AssetChecks
         asset=table,
         name=f"{table}_expectations",
         blocking=True,
+        automation_condition=WITH_ITS_ASSET,
         description=f"Great Expectations suite for {table}; blocks downstream assets when it fails.",
     )
     def check(

@@ -41,7 +41,10 @@ def build_resources(settings: Settings | None = None) -> dict[str, Any]:
             shuffle_partitions=s.spark_shuffle_partitions,
         ),
         "lakehouse": LakehouseResource(
-            landing_uri=s.landing_uri, delta_uri=s.delta_uri, checkpoint_uri=s.checkpoint_uri
+            landing_uri=s.landing_uri,
+            delta_uri=s.delta_uri,
+            checkpoint_uri=s.checkpoint_uri,
+            stream_max_files_per_batch=s.stream_max_files_per_batch,
         ),
         "lancedb": LanceDBResource(
             uri=s.lancedb_uri,

@@ -6,7 +6,8 @@ serving, tests) use delta-rs through the ``deltalake`` package, which needs no J
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -16,6 +17,7 @@ from dagster import ConfigurableResource
 from deltalake import DeltaTable as RsDeltaTable
 from deltalake.exceptions import TableNotFoundError
 from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
 
 CHANGE_DATA_FEED = {"delta.enableChangeDataFeed": "true"}
 
@@ -37,6 +39,8 @@ class LakehouseResource(ConfigurableResource):
     landing_uri: str
     delta_uri: str
     checkpoint_uri: str
+    # Files per streaming micro-batch: bounds the memory of one batch and the work a crash repeats.
+    stream_max_files_per_batch: int = 1000
 
     def landing_path(self, source: str) -> str:
         return f"{self.landing_uri.rstrip('/')}/{source}"
@@ -59,14 +63,62 @@ class LakehouseResource(ConfigurableResource):
     def info(self, name: str) -> TableInfo | None:
         return table_info(name, self.table_path(name))
 
-    def append(self, df: DataFrame, name: str, properties: dict[str, str] | None = None) -> int:
-        """Append rows (creating the table on first write); returns the new Delta version."""
+    def transaction_version(self, name: str, app_id: str) -> int | None:
+        """The last ``txn_version`` an idempotent writer ``app_id`` committed to the table, if any."""
+        try:
+            return RsDeltaTable(self.table_path(name)).transaction_version(app_id)
+        except TableNotFoundError:
+            return None
+
+    def append(
+        self,
+        df: DataFrame,
+        name: str,
+        properties: dict[str, str] | None = None,
+        txn: tuple[str, int] | None = None,
+        partition_by: Sequence[str] = (),
+        replace_where: str | None = None,
+    ) -> int:
+        """Append rows (creating the table, with Change Data Feed, on first write); returns the version.
+
+        ``txn`` = (app id, version) makes the write idempotent: Delta skips it when that writer has
+        already committed that version, so a replayed streaming batch is not appended twice.
+        ``replace_where`` atomically replaces the rows matching the predicate instead of appending.
+        """
         path = self.table_path(name)
-        writer = df.write.format("delta").mode("append").option("mergeSchema", "true")
-        for key, value in (properties or {}).items():
+        mode = "overwrite" if replace_where else "append"
+        writer = df.write.format("delta").mode(mode).option("mergeSchema", "true")
+        if partition_by:
+            writer = writer.partitionBy(*partition_by)
+        if replace_where:
+            writer = writer.option("replaceWhere", replace_where)
+        if txn:
+            writer = writer.option("txnAppId", txn[0]).option("txnVersion", txn[1])
+        created = table_version(path) is None
+        for key, value in ((properties or CHANGE_DATA_FEED) if created else {}).items():
             writer = writer.option(key, value)
         writer.save(path)
         return table_version(path) or 0
+
+    def changes(self, spark: SparkSession, name: str, after_version: int | None) -> DataFrame:
+        """Rows written after ``after_version`` (from the Change Data Feed), or the whole table if None.
+
+        Carries ``_change_type`` (insert, update_preimage, update_postimage, delete) and
+        ``_commit_version``; a whole-table read marks every row an insert.
+        """
+        current = self.version(name)
+        if after_version is None or after_version >= (current or 0):
+            rows = self.read(spark, name).withColumns(
+                {"_change_type": F.lit("insert"), "_commit_version": F.lit(current).cast("long")}
+            )
+            return rows if after_version is None else rows.limit(0)
+        return (
+            spark.read.format("delta")
+            .option("readChangeFeed", "true")
+            .option("startingVersion", after_version + 1)
+            .load(self.table_path(name))
+            .drop("_commit_timestamp")
+        )
 
     def merge(
         self,
@@ -77,22 +129,20 @@ class LakehouseResource(ConfigurableResource):
         changed_when: str | None = None,
         delete_missing: bool = False,
         properties: dict[str, str] | None = None,
+        txn: tuple[str, int] | None = None,
     ) -> int:
         """Upsert ``df`` into the table by ``keys`` with Delta MERGE; returns the table's version.
 
         ``changed_when`` is a SQL condition over ``s`` (source) and ``t`` (target) that limits updates
         to rows that really changed, so a re-run with the same input rewrites nothing.
         ``delete_missing`` removes target rows absent from ``df`` (``df`` is then the whole truth).
+        ``txn`` = (app id, version) makes the MERGE idempotent, as for ``append``.
         """
         from delta.tables import DeltaTable
 
         path = self.table_path(name)
         if table_version(path) is None:
-            writer = df.write.format("delta").mode("overwrite")
-            for key, value in (properties or CHANGE_DATA_FEED).items():
-                writer = writer.option(key, value)
-            writer.save(path)
-            return table_version(path) or 0
+            return self.append(df, name, properties, txn)
         condition = " AND ".join(f"t.`{k}` <=> s.`{k}`" for k in keys)
         merge = (
             DeltaTable.forPath(spark, path)
@@ -103,8 +153,63 @@ class LakehouseResource(ConfigurableResource):
         )
         if delete_missing:
             merge = merge.whenNotMatchedBySourceDelete()
-        merge.execute()
+        with idempotent_dml(spark, txn):
+            merge.execute()
         return table_version(path) or 0
+
+    def apply_changes(
+        self,
+        spark: SparkSession,
+        df: DataFrame,
+        name: str,
+        keys: Sequence[str],
+        changed_when: str | None = None,
+        txn: tuple[str, int] | None = None,
+    ) -> int:
+        """One MERGE that upserts ``df``'s rows and deletes the target rows of those flagged ``_delete``.
+
+        Only matched rows that satisfy ``changed_when`` (SQL over ``s`` and ``t``) are rewritten.
+        Columns of ``df`` the table lacks are added first (schema evolution is the caller's decision).
+        """
+        from delta.tables import DeltaTable
+
+        path = self.table_path(name)
+        columns = [c for c in df.columns if c != "_delete"]
+        if table_version(path) is None:
+            return self.append(df.where(~F.col("_delete")).select(*columns), name, txn=txn)
+        target = DeltaTable.forPath(spark, path)
+        existing = set(target.toDF().columns)
+        added = [f for f in df.schema.fields if f.name in columns and f.name not in existing]
+        if added:
+            spec = ", ".join(f"`{f.name}` {f.dataType.simpleString()}" for f in added)
+            spark.sql(f"ALTER TABLE delta.`{path}` ADD COLUMNS ({spec})")
+        values = {f"`{c}`": f"s.`{c}`" for c in columns}
+        keep = "NOT s._delete"
+        merge = (
+            target.alias("t")
+            .merge(df.alias("s"), " AND ".join(f"t.`{k}` <=> s.`{k}`" for k in keys))
+            .whenMatchedDelete(condition="s._delete")
+            .whenMatchedUpdate(condition=f"{keep} AND ({changed_when})" if changed_when else keep, set=values)
+            .whenNotMatchedInsert(condition=keep, values=values)
+        )
+        with idempotent_dml(spark, txn):
+            merge.execute()
+        return table_version(path) or 0
+
+
+@contextmanager
+def idempotent_dml(spark: SparkSession, txn: tuple[str, int] | None) -> Iterator[None]:
+    """Tag the DML statements inside with a Delta transaction id (skipped if already committed)."""
+    if txn is None:
+        yield
+        return
+    spark.conf.set("spark.databricks.delta.write.txnAppId", txn[0])
+    spark.conf.set("spark.databricks.delta.write.txnVersion", str(txn[1]))
+    try:
+        yield
+    finally:
+        spark.conf.unset("spark.databricks.delta.write.txnAppId")
+        spark.conf.unset("spark.databricks.delta.write.txnVersion")
 
 
 def table_version(path: str) -> int | None:

@@ -36,6 +36,7 @@ class Settings(BaseSettings):
     spark_jars_dir: Path = Path.home() / ".cache" / "groundwork" / "jars"
     spark_driver_memory: str = "4g"
     spark_shuffle_partitions: int = 4
+    stream_max_files_per_batch: int = 1000
 
     embedding_device: str = "auto"
     embedding_batch_size: int = 64

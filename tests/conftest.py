@@ -17,6 +17,7 @@ os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
 
 from dagster import DagsterInstance, ExecuteInProcessResult, materialize
 
+from assets.structured.assets import current_ingest_day
 from pipelines.cli import seed_landing
 from pipelines.definitions import all_assets
 from quality.checks import quality_checks
@@ -30,13 +31,20 @@ def make_settings(home: Path, **overrides) -> Settings:
 
 
 def run_all(
-    settings: Settings, instance: DagsterInstance | None = None, raise_on_error: bool = True, **resources
+    settings: Settings,
+    instance: DagsterInstance | None = None,
+    raise_on_error: bool = True,
+    partition_key: str | None = None,
+    selection: list[str] | None = None,
+    **resources,
 ) -> ExecuteInProcessResult:
     """One real Dagster materialization of every asset, in this process (so Spark is shared)."""
     return materialize(
         [*all_assets(settings), *quality_checks(settings.sources_file)],
         resources={**build_resources(settings), **resources},
         instance=instance,
+        partition_key=partition_key or current_ingest_day(),
+        selection=selection,
         raise_on_error=raise_on_error,
     )
 

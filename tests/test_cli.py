@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 from conftest import PipelineRuns
 
+from assets.structured.assets import current_ingest_day
 from resources.lakehouse import read_table, table_version
 from resources.settings import PROJECT_ROOT, SAMPLES_DIR
 
@@ -82,6 +83,8 @@ def test_status_reports_every_table(sample_pipeline: PipelineRuns):
         sample_pipeline.first["silver_documents"]["table_path"]
     )
     assert {q["source"] for q in report["quarantine"]} >= {"documents", "customers", "transactions"}
+    assert {q["layer"] for q in report["quarantine"]} == {"bronze", "silver"}
+    assert {r["source"] for r in report["ingestion"]} >= {"documents", "customers", "products"}
 
 
 def test_groundwork_run_records_the_run_in_dagster(tmp_path):
@@ -98,6 +101,13 @@ def test_groundwork_run_records_the_run_in_dagster(tmp_path):
     assert read_table(str(home / "delta" / "silver_products")).num_rows == 40
     assert (home / "dagster" / "dagster.yaml").exists()
     assert any((home / "dagster" / "storage").iterdir()), "the run is stored in Dagster's instance"
+    status = subprocess.run(
+        [BIN / "groundwork", "status"], env=_env(home), capture_output=True, text=True, timeout=300
+    )
+    assert "last run per source" in status.stdout
+    [products] = [line for line in status.stdout.splitlines() if "│ products" in line]
+    counts = [cell.strip() for cell in products.split("│")[3:7]]
+    assert counts == ["40", "40", "0", "0"], products  # landed, accepted, quarantined, duplicates
 
 
 def test_dagster_asset_materialize_from_the_cli(tmp_path):
@@ -111,6 +121,8 @@ def test_dagster_asset_materialize_from_the_cli(tmp_path):
             "pipelines.definitions",
             "--select",
             "bronze_products",
+            "--partition",
+            current_ingest_day(),
         ],
         env={**_env(home), "DAGSTER_HOME": str(home)},
         cwd=PROJECT_ROOT,

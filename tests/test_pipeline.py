@@ -10,7 +10,8 @@ import pytest
 from conftest import PipelineRuns, materialized, run_all
 
 from assets.embeddings.index import open_active
-from assets.quarantine import QUARANTINE_TABLE
+from assets.landing import is_landed_file
+from assets.quarantine import last_ingestion_runs, read_quarantine
 from resources import build_resources
 from resources.lakehouse import read_table, table_version
 from resources.settings import SAMPLES_DIR
@@ -18,7 +19,11 @@ from serving.search import Searcher
 
 pytestmark = pytest.mark.slow
 
-SAMPLE_DOCUMENT_FILES = sum(1 for p in (SAMPLES_DIR / "documents").rglob("*") if p.is_file())
+SAMPLE_DOCUMENT_FILES = sum(
+    1
+    for p in (SAMPLES_DIR / "documents").rglob("*")
+    if p.is_file() and is_landed_file(p.relative_to(SAMPLES_DIR / "documents").as_posix())
+)
 EXPECTED_QUESTIONS = [
     json.loads(line) for line in (SAMPLES_DIR / "gold/questions.jsonl").read_text().splitlines()
 ][:3]
@@ -34,8 +39,11 @@ def test_every_landed_document_is_accepted_or_quarantined(sample_pipeline: Pipel
     assert first["bronze_documents"]["files_added"] == SAMPLE_DOCUMENT_FILES
     silver = first["silver_documents"]
     assert silver["documents_landed"] == SAMPLE_DOCUMENT_FILES
-    assert silver["documents_accepted"] + silver["documents_quarantined"] == SAMPLE_DOCUMENT_FILES
-    quarantine = read_table(f"{sample_pipeline.settings.delta_uri}/{QUARANTINE_TABLE}").to_pandas()
+    assert (
+        silver["documents_accepted"] + silver["documents_quarantined"] + silver["documents_duplicates"]
+        == SAMPLE_DOCUMENT_FILES
+    )
+    quarantine = read_quarantine(build_resources(sample_pipeline.settings)["lakehouse"])
     documents = quarantine[quarantine.source == "documents"]
     reasons = dict(zip(documents.source_file, documents.reason, strict=True))
     assert reasons["misc/empty.txt"] == "empty file (0 bytes)"
@@ -55,11 +63,11 @@ def test_structured_sources_reconcile(sample_pipeline: PipelineRuns):
     assert (
         customers["records_accepted"],
         customers["records_quarantined"],
-        customers["records_superseded"],
+        customers["records_duplicates"],
     ) == (60, 3, 2)
     transactions = sample_pipeline.first["silver_transactions"]
-    assert (transactions["records_quarantined"], transactions["records_superseded"]) == (3, 1)
-    quarantine = read_table(f"{sample_pipeline.settings.delta_uri}/{QUARANTINE_TABLE}").to_pandas()
+    assert (transactions["records_quarantined"], transactions["records_duplicates"]) == (3, 1)
+    quarantine = read_quarantine(build_resources(sample_pipeline.settings)["lakehouse"])
     reasons = set(quarantine[quarantine.source == "transactions"].reason)
     assert "column 'customer_id': C9999 not found in customers.customer_id" in reasons
     tickets = quarantine[quarantine.source == "support_tickets"].reason.tolist()
@@ -68,8 +76,13 @@ def test_structured_sources_reconcile(sample_pipeline: PipelineRuns):
         transactions["records_landed"]
         == transactions["records_accepted"]
         + transactions["records_quarantined"]
-        + transactions["records_superseded"]
+        + transactions["records_duplicates"]
     )
+    runs = {
+        r["source"]: r for r in last_ingestion_runs(build_resources(sample_pipeline.settings)["lakehouse"])
+    }
+    assert set(runs) == {"documents", "customers", "transactions", "support_tickets", "products"}
+    assert all(r["landed"] == 0 for r in runs.values()), "the second run had nothing new"
     silver = (
         read_table(f"{sample_pipeline.settings.delta_uri}/silver_customers")
         .to_pandas()
@@ -129,6 +142,8 @@ def test_second_run_embeds_nothing_and_changes_no_count(sample_pipeline: Pipelin
     assert second["bronze_documents"]["files_added"] == 0
     for name, meta in first.items():
         assert second[name].get("dagster/row_count") == meta.get("dagster/row_count"), name
+        if "delta_version" in meta and not name.startswith("bronze_"):
+            assert second[name]["delta_version"] == meta["delta_version"], f"{name}: no empty commit"
     assert second["chunk_embeddings"]["lancedb_version"] == first["chunk_embeddings"]["lancedb_version"]
 
 

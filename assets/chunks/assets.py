@@ -1,5 +1,6 @@
 """Gold: ``document_chunks``, token-bounded chunks of every silver document, ready to embed."""
 
+import hashlib
 from collections.abc import Iterator
 
 import pandas as pd
@@ -8,10 +9,12 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
+from assets.automation import DOWNSTREAM_OF_BRONZE
 from assets.chunks.chunking import Chunker
 from assets.chunks.redaction import redact
 from assets.documents.assets import silver_documents
 from assets.metadata import column_lineage, delta_metadata
+from assets.quarantine import to_quarantine, write_quarantine
 from resources import EmbedderResource, LakehouseResource, SparkResource
 
 CHUNK_SCHEMA = T.StructType(
@@ -54,6 +57,12 @@ CHUNK_LINEAGE = column_lineage(
 )
 
 
+def index_hash(content_hash: str, groups) -> str:
+    """What the index must match for a chunk: its content and who may read it (so an access change is
+    re-indexed even when the text is the same)."""
+    return hashlib.sha256(f"{content_hash}|{','.join(sorted(groups))}".encode()).hexdigest()[:32]
+
+
 def chunk_documents(documents: DataFrame, model_path: str, max_tokens: int, overlap_tokens: int) -> DataFrame:
     """Silver documents → one row per chunk (the chunker runs inside Spark's Python workers).
 
@@ -84,7 +93,7 @@ def chunk_documents(documents: DataFrame, model_path: str, max_tokens: int, over
                             "page": c.page,
                             "text": c.text,
                             "token_count": c.token_count,
-                            "content_hash": c.content_hash,
+                            "content_hash": index_hash(c.content_hash, doc.access_groups),
                             "access_groups": list(doc.access_groups),
                             "source_sha256": doc.sha256,
                             "document_pii": pii,
@@ -96,54 +105,105 @@ def chunk_documents(documents: DataFrame, model_path: str, max_tokens: int, over
     return documents.select(*columns).mapInPandas(chunk_batches, CHUNK_SCHEMA)
 
 
-@asset(group_name="gold", kinds={"spark", "delta"}, deps=[silver_documents])
+GOLD = "document_chunks"
+GOLD_APP_ID = f"{GOLD}<-silver_documents"
+
+
+@asset(
+    group_name="gold",
+    kinds={"spark", "delta"},
+    deps=[silver_documents],
+    automation_condition=DOWNSTREAM_OF_BRONZE,
+)
 def document_chunks(
     context: AssetExecutionContext,
     spark: SparkResource,
     lakehouse: LakehouseResource,
     embedder: EmbedderResource,
 ) -> MaterializeResult:
-    """Token-bounded chunks with title, heading path and page; stable ids, so unchanged text keeps its id."""
+    """Token-bounded chunks with title, heading path and page; stable ids, so unchanged text keeps its id.
+
+    Only documents changed since the last run are re-chunked: their rows come from silver's Change Data
+    Feed, and one idempotent MERGE replaces their chunks (the silver version applied is kept in the
+    gold table's Delta log). A document that yields no text goes to ``quarantine_gold``.
+    """
     session = spark.session()
     silver_version = lakehouse.version("silver_documents")
-    chunks = chunk_documents(
-        lakehouse.read(session, "silver_documents"),
-        embedder.path,
-        embedder.chunk_max_tokens,
-        embedder.chunk_overlap_tokens,
-    ).withColumns({"silver_version": F.lit(silver_version).cast("long"), "chunked_at": F.current_timestamp()})
-    chunks = chunks.cache()
-    lakehouse.merge(
-        session,
-        chunks,
-        "document_chunks",
-        ["chunk_id"],
-        changed_when="s.content_hash <> t.content_hash",
-        delete_missing=True,
-    )
-    pii = (
-        chunks.select("document_id", F.explode("document_pii").alias("kind", "n"))
-        .dropDuplicates(["document_id", "kind"])
-        .groupBy("kind")
-        .agg(F.sum("n").alias("n"))
-        .collect()
-    )
-    stats = chunks.agg(
-        F.count("*").alias("n"),
-        F.max("token_count").alias("max_tokens"),
-        F.countDistinct("document_id").alias("docs"),
-    ).first()
-    schema = chunks.schema
-    chunks.unpersist()
+    applied = lakehouse.transaction_version(GOLD, GOLD_APP_ID)
+    stats = {"documents_rechunked": 0, "chunks_written": 0, "chunks_removed": 0, "max_token_count": 0}
+    pii: list = []
+    if applied is None or applied < silver_version:
+        changes = lakehouse.changes(session, "silver_documents", applied)
+        touched = changes.select("document_id").distinct()
+        current = changes.where(F.col("_change_type").isin("insert", "update_postimage")).dropDuplicates(
+            ["document_id"]
+        )
+        current = lakehouse.read(session, "silver_documents").join(
+            current.select("document_id"), "document_id", "left_semi"
+        )
+        chunks = chunk_documents(
+            current, embedder.path, embedder.chunk_max_tokens, embedder.chunk_overlap_tokens
+        ).withColumns(
+            {"silver_version": F.lit(silver_version).cast("long"), "chunked_at": F.current_timestamp()}
+        )
+        chunks = chunks.cache()
+        stale = (
+            lakehouse.read(session, GOLD).join(touched, "document_id", "left_semi")
+            if lakehouse.exists(GOLD)
+            else chunks.limit(0)
+        )
+        stale = stale.join(chunks.select("chunk_id"), "chunk_id", "left_anti").cache()
+        txn = (GOLD_APP_ID, silver_version)
+        empty = current.join(chunks.select("document_id"), "document_id", "left_anti").withColumns(
+            {"reason": F.lit("no text to index after parsing"), "run_id": F.lit(context.run_id)}
+        )
+        write_quarantine(
+            session,
+            lakehouse,
+            "gold",
+            to_quarantine(empty, "documents", F.col("path"), F.lit(None), F.col("sha256"), F.col("text")),
+            txn,
+        )
+        lakehouse.apply_changes(
+            session,
+            chunks.withColumn("_delete", F.lit(False)).unionByName(
+                stale.select(*chunks.columns).withColumn("_delete", F.lit(True))
+            ),
+            GOLD,
+            ["chunk_id"],
+            changed_when="NOT (s.content_hash <=> t.content_hash)",
+            txn=txn,
+        )
+        pii = (
+            chunks.select("document_id", F.explode("document_pii").alias("kind", "n"))
+            .dropDuplicates(["document_id", "kind"])
+            .groupBy("kind")
+            .agg(F.sum("n").alias("n"))
+            .collect()
+        )
+        agg = chunks.agg(
+            F.count("*").alias("n"),
+            F.max("token_count").alias("max_tokens"),
+            F.countDistinct("document_id").alias("docs"),
+        ).first()
+        stats = {
+            "documents_rechunked": agg["docs"],
+            "chunks_written": agg["n"],
+            "chunks_removed": stale.count(),
+            "max_token_count": agg["max_tokens"] or 0,
+        }
+        chunks.unpersist()
+        stale.unpersist()
+    totals = lakehouse.read(session, GOLD).agg(F.countDistinct("document_id").alias("docs")).first()
     return MaterializeResult(
         metadata=delta_metadata(
             lakehouse,
-            "document_chunks",
-            schema,
+            GOLD,
+            lakehouse.read(session, GOLD).schema,
             **{"dagster/column_lineage": CHUNK_LINEAGE},
-            documents=stats["docs"],
-            max_token_count=stats["max_tokens"] or 0,
+            documents=totals["docs"],
             silver_version=silver_version,
+            **stats,
             pii_redacted=sum(r["n"] for r in pii),
             **{f"pii_redacted_{r['kind'].lower()}": r["n"] for r in pii},
         )

@@ -3,21 +3,25 @@
 from dagster import AssetExecutionContext, MaterializeResult, asset
 from pyspark.sql import functions as F
 
+from assets.automation import DOWNSTREAM_OF_BRONZE
 from assets.documents.transform import (
+    BRONZE_DOCUMENTS_SCHEMA,
     SILVER_FROM_BRONZE,
     latest_bronze,
-    new_bronze_documents,
+    parse_landed_documents,
+    reconcile_landing,
     split_silver_documents,
 )
-from assets.landing import list_landing
+from assets.landing import list_landing, load_access_rules, stream_app_id, stream_landed_files
 from assets.metadata import column_lineage, delta_metadata
-from assets.quarantine import to_quarantine, write_quarantine
+from assets.quarantine import record_ingestion_run, to_quarantine, write_quarantine
 from resources import LakehouseResource, SparkResource
 
 DOCUMENTS = "documents"
+BRONZE, SILVER = "bronze_documents", "silver_documents"
+SILVER_APP_ID = f"{SILVER}<-{BRONZE}"
 SILVER_DOCUMENTS_LINEAGE = column_lineage(
-    {column: [("bronze_documents", column)] for column in SILVER_FROM_BRONZE}
-    | {"ingested_at": [("bronze_documents", "ingested_at")], "access_groups": [("bronze_documents", "path")]}
+    {column: [(BRONZE, column)] for column in SILVER_FROM_BRONZE} | {"ingested_at": [(BRONZE, "ingested_at")]}
 )
 
 
@@ -25,82 +29,138 @@ SILVER_DOCUMENTS_LINEAGE = column_lineage(
 def bronze_documents(
     context: AssetExecutionContext, spark: SparkResource, lakehouse: LakehouseResource
 ) -> MaterializeResult:
-    """Every document file as landed (path, sha256, size, mtime, extracted text, title, media type).
+    """Every document file as landed (path, sha256, size, mtime, access groups, extracted text, title).
 
-    Append-only: a run adds records only for new or changed files, and a tombstone for a removed one.
+    Append-only. New files arrive through a Structured Streaming query (exactly once, checkpointed);
+    a listing then records what the stream cannot see: in-place rewrites, access-rule changes, empty
+    files, and a tombstone for each removed file.
     """
     session = spark.session()
     root = lakehouse.landing_path(DOCUMENTS)
-    bronze = lakehouse.read(session, "bronze_documents") if lakehouse.exists("bronze_documents") else None
-    new = new_bronze_documents(session, list_landing(root), bronze, context.run_id).cache()
+    checkpoint = lakehouse.checkpoint_path(BRONZE)
+    rules = load_access_rules(root)
+    before = lakehouse.version(BRONZE)
+
+    def ingest(files, batch_id: int) -> None:
+        records = parse_landed_documents(session, files, rules, context.run_id)
+        lakehouse.append(records, BRONZE, txn=(stream_app_id(checkpoint), batch_id))
+
+    batches = stream_landed_files(session, root, checkpoint, ingest, lakehouse.stream_max_files_per_batch)
+    if not lakehouse.exists(BRONZE):  # nothing has landed yet: an empty table for downstream readers
+        empty = session.createDataFrame([], BRONZE_DOCUMENTS_SCHEMA)
+        lakehouse.append(
+            empty.withColumns({"ingested_at": F.current_timestamp(), "run_id": F.lit("")}), BRONZE
+        )
+    reconciled = reconcile_landing(
+        session, list_landing(root), lakehouse.read(session, BRONZE), rules, context.run_id
+    ).cache()
+    if reconciled.count():
+        lakehouse.append(reconciled, BRONZE)
+    reconciled.unpersist()
+    new = lakehouse.changes(session, BRONZE, before).where("_change_type = 'insert'")
     counts = new.groupBy("is_deleted", F.col("parse_error").isNotNull().alias("failed")).count().collect()
     added = sum(r["count"] for r in counts if not r["is_deleted"])
     deleted = sum(r["count"] for r in counts if r["is_deleted"])
     failed = sum(r["count"] for r in counts if r["failed"] and not r["is_deleted"])
-    if added or deleted or bronze is None:  # the first run creates the table even when nothing landed
-        lakehouse.append(new, "bronze_documents")
-    schema = new.schema
-    new.unpersist()
     context.log.info(
-        "bronze_documents: %d new or changed files (%d unreadable), %d removed", added, failed, deleted
+        "bronze_documents: %d new or changed files (%d unreadable), %d removed, in %d stream batches",
+        added,
+        failed,
+        deleted,
+        batches,
     )
     return MaterializeResult(
         metadata=delta_metadata(
             lakehouse,
-            "bronze_documents",
-            schema,
+            BRONZE,
+            BRONZE_DOCUMENTS_SCHEMA,
             landing_path=root,
             files_added=added,
             files_unreadable=failed,
             files_removed=deleted,
+            stream_batches=batches,
         )
     )
 
 
-@asset(group_name="silver", kinds={"spark", "delta"}, deps=[bronze_documents])
+@asset(
+    group_name="silver",
+    kinds={"spark", "delta"},
+    deps=[bronze_documents],
+    automation_condition=DOWNSTREAM_OF_BRONZE,
+)
 def silver_documents(
     context: AssetExecutionContext, spark: SparkResource, lakehouse: LakehouseResource
 ) -> MaterializeResult:
     """One clean row per live document; unreadable files and duplicate copies go to quarantine.
 
-    Written with MERGE: unchanged documents are not rewritten and removed documents are deleted,
-    so downstream assets see exactly what changed through the Change Data Feed.
+    Reads only the bronze records added since the last run (Change Data Feed) and applies them with
+    one idempotent MERGE; the bronze version it has applied is stored in silver's Delta log, so a
+    re-run after a crash neither skips nor repeats a change.
     """
     session = spark.session()
-    bronze_version = lakehouse.version("bronze_documents")
-    latest = latest_bronze(lakehouse.read(session, "bronze_documents"))
-    accepted, rejected = split_silver_documents(latest)
-    accepted = accepted.withColumn("bronze_version", F.lit(bronze_version).cast("long")).cache()
-    lakehouse.merge(
-        session,
-        accepted,
-        "silver_documents",
-        ["document_id"],
-        changed_when="s.sha256 <> t.sha256",
-        delete_missing=True,
-    )
-    rejected = rejected.cache()
-    quarantined = rejected.count()
-    if quarantined:
-        write_quarantine(
+    bronze_version = lakehouse.version(BRONZE)
+    applied = lakehouse.transaction_version(SILVER, SILVER_APP_ID)
+    counts = {"landed": 0, "accepted": 0, "quarantined": 0, "duplicates": 0, "deleted": 0}
+    if applied is None or applied < bronze_version:
+        changes = lakehouse.changes(session, BRONZE, applied).where("_change_type = 'insert'")
+        latest = latest_bronze(changes.drop("_change_type", "_commit_version")).cache()
+        live_silver = (
+            lakehouse.read(session, SILVER)
+            if lakehouse.exists(SILVER)
+            else latest.limit(0).select(*SILVER_FROM_BRONZE)
+        )
+        accepted, rejected, removed = split_silver_documents(latest, live_silver)
+        accepted = accepted.withColumn("bronze_version", F.lit(bronze_version).cast("long")).cache()
+        rejected = rejected.cache()
+        txn = (SILVER_APP_ID, bronze_version)
+        for layer, rows in (
+            ("bronze", rejected.where(F.col("parse_error").isNotNull())),
+            ("silver", rejected.where(F.col("parse_error").isNull())),
+        ):
+            write_quarantine(
+                session,
+                lakehouse,
+                layer,
+                to_quarantine(rows, DOCUMENTS, F.col("path"), F.lit(None), F.col("sha256"), F.col("text")),
+                txn,
+            )
+        upserts = accepted.withColumn("_delete", F.lit(False))
+        deletes = removed.join(accepted.select("document_id"), "document_id", "left_anti")
+        deletes = deletes.select(
+            "document_id", *[F.lit(None).cast(f.dataType).alias(f.name) for f in upserts.schema.fields[1:-1]]
+        ).withColumn("_delete", F.lit(True))
+        lakehouse.apply_changes(
+            session,
+            upserts.unionByName(deletes),
+            SILVER,
+            ["document_id"],
+            changed_when="NOT (s.sha256 <=> t.sha256) OR NOT (s.access_groups <=> t.access_groups)",
+            txn=txn,
+        )
+        quarantined = rejected.where(~F.col("reason").startswith("duplicate:")).count()
+        duplicates = rejected.count() - quarantined
+        live = latest.where(~F.col("is_deleted")).count()
+        counts = record_ingestion_run(
             session,
             lakehouse,
-            to_quarantine(rejected, "silver", DOCUMENTS, F.col("path"), F.col("sha256"), F.col("text")),
+            DOCUMENTS,
+            context.run_id,
+            landed=live,
+            accepted=accepted.count(),
+            quarantined=quarantined,
+            duplicates=duplicates,
+            deleted=latest.where(F.col("is_deleted")).count(),
         )
-    live = latest.where(~F.col("is_deleted")).count()
-    accepted_count = accepted.count()
-    schema = accepted.schema
-    accepted.unpersist()
-    rejected.unpersist()
+        rejected.unpersist()
+        latest.unpersist()
     return MaterializeResult(
         metadata=delta_metadata(
             lakehouse,
-            "silver_documents",
-            schema,
+            SILVER,
+            lakehouse.read(session, SILVER).schema,
             **{"dagster/column_lineage": SILVER_DOCUMENTS_LINEAGE},
-            documents_landed=live,
-            documents_accepted=accepted_count,
-            documents_quarantined=quarantined,
+            **{f"documents_{k}": v for k, v in counts.items()},
             bronze_version=bronze_version,
         )
     )

@@ -14,7 +14,7 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from assets.documents.parsing import parse_document
-from assets.landing import LANDED_SCHEMA, read_bytes
+from assets.landing import LANDED_SCHEMA, AccessRuleError, access_groups, read_bytes
 
 BRONZE_DOCUMENTS_SCHEMA = T.StructType(
     [
@@ -28,6 +28,14 @@ BRONZE_DOCUMENTS_SCHEMA = T.StructType(
         T.StructField("text", T.StringType(), True),
         T.StructField("parse_error", T.StringType(), True),
         T.StructField("is_deleted", T.BooleanType(), False),
+        T.StructField("access_groups", T.ArrayType(T.StringType()), True),
+    ]
+)
+LANDED_WITH_GROUPS = T.StructType(
+    [
+        *LANDED_SCHEMA.fields,
+        T.StructField("access_groups", T.ArrayType(T.StringType()), True),
+        T.StructField("access_error", T.StringType(), True),
     ]
 )
 
@@ -42,6 +50,7 @@ SILVER_FROM_BRONZE = [
     "size_bytes",
     "sha256",
     "modified_at",
+    "access_groups",
 ]
 
 
@@ -54,26 +63,49 @@ def _parse_files(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
     """Read, hash and parse each listed file (runs in Spark's Python workers)."""
     for batch in batches:
         rows = []
-        for uri, path, size, modified_at in batch[["uri", "path", "size_bytes", "modified_at"]].itertuples(
-            index=False
-        ):
-            content = read_bytes(uri)
-            parsed = parse_document(path, content)
+        for f in batch.itertuples(index=False):
+            content = read_bytes(f.uri)
+            parsed = parse_document(f.path, content)
             rows.append(
                 {
-                    "document_id": document_id(path),
-                    "path": path,
+                    "document_id": document_id(f.path),
+                    "path": f.path,
                     "media_type": parsed.media_type,
-                    "size_bytes": int(size),
+                    "size_bytes": int(f.size_bytes),
                     "sha256": hashlib.sha256(content).hexdigest(),
-                    "modified_at": modified_at,
+                    "modified_at": f.modified_at,
                     "title": parsed.title,
                     "text": parsed.text,
-                    "parse_error": parsed.error,
+                    "parse_error": f.access_error or parsed.error,
                     "is_deleted": False,
+                    "access_groups": f.access_groups,
                 }
             )
         yield pd.DataFrame(rows, columns=BRONZE_DOCUMENTS_SCHEMA.fieldNames())
+
+
+def with_access_groups(landed: pd.DataFrame, rules: dict) -> pd.DataFrame:
+    """Attach each file's access groups from the landing zone's rules (an unreadable rule is an error)."""
+    groups, errors = [], []
+    for path in landed["path"]:
+        try:
+            groups.append(access_groups(rules, path))
+            errors.append(None)
+        except AccessRuleError as exc:
+            groups.append([])
+            errors.append(str(exc))
+    return landed.assign(access_groups=groups, access_error=errors)
+
+
+def parse_landed_documents(spark: SparkSession, landed: pd.DataFrame, rules: dict, run_id: str) -> DataFrame:
+    """Bronze records for the given landed files: read, hashed and parsed in Spark's workers."""
+    files = spark.createDataFrame(with_access_groups(landed, rules), LANDED_WITH_GROUPS)
+    partitions = max(1, min(len(landed), spark.sparkContext.defaultParallelism))
+    return _stamp(files.repartition(partitions).mapInPandas(_parse_files, BRONZE_DOCUMENTS_SCHEMA), run_id)
+
+
+def _stamp(records: DataFrame, run_id: str) -> DataFrame:
+    return records.withColumns({"ingested_at": F.current_timestamp(), "run_id": F.lit(run_id)})
 
 
 def latest_bronze(bronze: DataFrame) -> DataFrame:
@@ -84,61 +116,80 @@ def latest_bronze(bronze: DataFrame) -> DataFrame:
     return bronze.withColumn("_rank", F.row_number().over(newest)).where("_rank = 1").drop("_rank")
 
 
-def new_bronze_documents(
-    spark: SparkSession, landed: pd.DataFrame, bronze: DataFrame | None, run_id: str
+def reconcile_landing(
+    spark: SparkSession, landed: pd.DataFrame, bronze: DataFrame, rules: dict, run_id: str
 ) -> DataFrame:
-    """Bronze records for files new or changed (path, size, mtime) since the last run, and tombstones
-    for files gone. Unchanged files are not read at all.
+    """Bronze records for what the file stream cannot see: files rewritten in place (same path, new size
+    or modified time), files whose access rule changed, empty files, and tombstones for removed files.
     """
-    listed = spark.createDataFrame(landed, LANDED_SCHEMA)
-    if bronze is not None:
-        current = (
-            latest_bronze(bronze).where(~F.col("is_deleted")).select("path", "size_bytes", "modified_at")
-        )
-        changed = listed.join(current, ["path", "size_bytes", "modified_at"], "left_anti")
-        gone = current.select("path").join(listed.select("path"), "path", "left_anti")
-    else:
-        changed = listed
-        gone = spark.createDataFrame([], "path string")
-    parsed = changed.repartition(max(1, min(len(landed), spark.sparkContext.defaultParallelism))).mapInPandas(
-        _parse_files, BRONZE_DOCUMENTS_SCHEMA
+    current = (
+        latest_bronze(bronze)
+        .where(~F.col("is_deleted"))
+        .select("path", "size_bytes", "modified_at", "access_groups")
+        .toPandas()
     )
-    tombstones = gone.select(
-        _document_id_udf(F.col("path")).alias("document_id"),
+    listed = with_access_groups(landed, rules)
+    known = {
+        (r.path, int(r.size_bytes), pd.Timestamp(r.modified_at), tuple(r.access_groups or ()))
+        for r in current.itertuples(index=False)
+    }
+    changed = listed[
+        [
+            (r.path, int(r.size_bytes), pd.Timestamp(r.modified_at), tuple(r.access_groups)) not in known
+            for r in listed.itertuples(index=False)
+        ]
+    ]
+    gone = sorted(set(current["path"]) - set(listed["path"]))
+    records = parse_landed_documents(
+        spark, changed.drop(columns=["access_groups", "access_error"]), rules, run_id
+    )
+    tombstones = spark.createDataFrame(
+        [(document_id(p), p) for p in gone], "document_id string, path string"
+    ).select(
+        "document_id",
         "path",
-        *[F.lit(None).cast(f.dataType).alias(f.name) for f in BRONZE_DOCUMENTS_SCHEMA.fields[2:-1]],
+        *[F.lit(None).cast(f.dataType).alias(f.name) for f in BRONZE_DOCUMENTS_SCHEMA.fields[2:-2]],
         F.lit(True).alias("is_deleted"),
+        F.lit(None).cast("array<string>").alias("access_groups"),
     )
-    return parsed.unionByName(tombstones).withColumns(
-        {"ingested_at": F.current_timestamp(), "run_id": F.lit(run_id)}
-    )
+    return records.unionByName(_stamp(tombstones, run_id))
 
 
-_document_id_udf = F.udf(lambda path: document_id(path), T.StringType())
+def split_silver_documents(
+    latest: DataFrame, live_silver: DataFrame
+) -> tuple[DataFrame, DataFrame, DataFrame]:
+    """Split the newest bronze records of changed paths into (accepted, rejected, removed ids).
 
-
-def split_silver_documents(latest: DataFrame) -> tuple[DataFrame, DataFrame]:
-    """Split the newest bronze records into (accepted, rejected); rejected rows carry a ``reason``.
-
-    Files that failed to parse are rejected with the parser's reason; a file whose bytes equal an
-    earlier path's is rejected as a duplicate of that path, so each text is indexed once.
+    Files that failed to parse are rejected with the parser's reason; a file whose bytes equal another
+    live document's (or an earlier copy in the same batch) is rejected as a duplicate of that path, so
+    each text is indexed once. ``removed`` holds the ids that must leave silver: deleted files and
+    paths whose newest version was rejected.
     """
     live = latest.where(~F.col("is_deleted"))
     failed = live.where(F.col("parse_error").isNotNull()).withColumn("reason", F.col("parse_error"))
     parsed = live.where(F.col("parse_error").isNull())
+    changed_ids = latest.select("document_id")
+    others = live_silver.join(changed_ids, "document_id", "left_anti").select(
+        "sha256", F.col("path").alias("_original")
+    )
+    copies_of_others = parsed.join(others.dropDuplicates(["sha256"]), "sha256", "inner")
+    fresh = parsed.join(others.select("sha256").distinct(), "sha256", "left_anti")
     first_copy = Window.partitionBy("sha256").orderBy("modified_at", F.length("path"), "path")
-    ranked = parsed.withColumn("_copy", F.row_number().over(first_copy)).withColumn(
+    ranked = fresh.withColumn("_copy", F.row_number().over(first_copy)).withColumn(
         "_original", F.first("path").over(first_copy)
     )
-    duplicates = ranked.where("_copy > 1").withColumn(
-        "reason", F.concat(F.lit("duplicate: same content as "), F.col("_original"))
+    duplicates = (
+        ranked.where("_copy > 1")
+        .drop("_copy")
+        .unionByName(copies_of_others)
+        .withColumn("reason", F.concat(F.lit("duplicate: same content as "), F.col("_original")))
+        .drop("_original")
     )
-    accepted = ranked.where("_copy = 1").select(
-        *SILVER_FROM_BRONZE,
-        F.array(F.lit("public")).alias("access_groups"),
-        "ingested_at",
+    accepted = ranked.where("_copy = 1").select(*SILVER_FROM_BRONZE, "ingested_at")
+    rejected = failed.unionByName(duplicates).select(
+        "document_id", "path", "sha256", "text", "reason", "run_id", "parse_error"
     )
-    rejected = failed.unionByName(duplicates.drop("_copy", "_original")).select(
-        "path", "sha256", "text", "reason", "run_id"
+    removed = (
+        latest.where(F.col("is_deleted")).select("document_id").unionByName(rejected.select("document_id"))
     )
-    return accepted, rejected
+    return accepted, rejected, removed

@@ -4,6 +4,7 @@ from datetime import timedelta
 
 from dagster import AssetExecutionContext, MaterializeResult, MetadataValue, asset
 
+from assets.automation import DOWNSTREAM_OF_BRONZE
 from assets.chunks.assets import document_chunks
 from assets.embeddings.index import sync_embeddings
 from quality import suites
@@ -13,6 +14,7 @@ from resources.lakehouse import read_table
 
 
 @asset(
+    automation_condition=DOWNSTREAM_OF_BRONZE,
     group_name="embeddings",
     kinds={"lancedb", "pytorch"},
     deps=[document_chunks],

@@ -1,58 +1,163 @@
-"""``bronze_<source>`` and ``silver_<source>`` for every source declared in ``sources.yaml``."""
+"""``bronze_<source>`` and ``silver_<source>`` for every source declared in ``sources.yaml``.
 
+Bronze is partitioned by ingest date (a Delta partition column and a Dagster daily partition). A run
+for the current day picks up newly landed files through Structured Streaming; a run (or backfill)
+for a past day re-reads the files recorded under that day from the landing zone and replaces the
+day's records atomically, so a corrected delivery or a parser fix reaches silver without duplicates.
+"""
+
+from datetime import UTC, datetime
 from pathlib import Path
 
-from dagster import AssetExecutionContext, AssetKey, AssetsDefinition, MaterializeResult, asset
+from dagster import (
+    AssetExecutionContext,
+    AssetKey,
+    AssetsDefinition,
+    BackfillPolicy,
+    DailyPartitionsDefinition,
+    MaterializeResult,
+    asset,
+)
+from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from assets.landing import list_landing
+from assets.automation import DOWNSTREAM_OF_BRONZE
+from assets.landing import list_landing, stream_app_id, stream_landed_files
 from assets.metadata import column_lineage, delta_metadata
-from assets.quarantine import to_quarantine, write_quarantine
+from assets.quarantine import record_ingestion_run, to_quarantine, write_quarantine
 from assets.structured.contracts import SourceContract, load_sources
-from assets.structured.transform import protect_pii, read_landed_records, split_silver_records
+from assets.structured.transform import (
+    BRONZE_RECORD_SCHEMA,
+    drift_columns,
+    duplicate_files,
+    parse_landed_records,
+    protect_pii,
+    split_silver_records,
+    unseen_files,
+)
 from resources import LakehouseResource, PrivacyResource, SparkResource
+
+INGEST_DATE = "_ingest_date"
+# end_offset=1: the current (still filling) day is a partition too, the one new files land in.
+INGEST_DAYS = DailyPartitionsDefinition(start_date="2024-01-01", end_offset=1)
+
+
+def current_ingest_day() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%d")
+
+
+def ingest_new_files(
+    session: SparkSession,
+    lakehouse: LakehouseResource,
+    contract: SourceContract,
+    run_id: str,
+    ingest_day: str,
+) -> int:
+    """Stream newly landed files of ``contract``'s source into its bronze table under ``ingest_day``,
+    then record the files the stream cannot see (empty files, in-place rewrites). Returns batches run."""
+    bronze_name = f"bronze_{contract.name}"
+    root, checkpoint = lakehouse.landing_path(contract.name), lakehouse.checkpoint_path(bronze_name)
+
+    def stamp(records: DataFrame) -> DataFrame:
+        return records.withColumns(
+            {
+                "_ingested_at": F.current_timestamp(),
+                "_run_id": F.lit(run_id),
+                INGEST_DATE: F.lit(ingest_day).cast("date"),
+            }
+        )
+
+    def ingest(files, batch_id: int) -> None:
+        records = stamp(parse_landed_records(session, contract, files))
+        txn = (stream_app_id(checkpoint), batch_id)
+        lakehouse.append(records, bronze_name, txn=txn, partition_by=[INGEST_DATE])
+
+    batches = stream_landed_files(session, root, checkpoint, ingest, lakehouse.stream_max_files_per_batch)
+    landed = list_landing(root)
+    if lakehouse.exists(bronze_name):
+        landed = unseen_files(landed, lakehouse.read(session, bronze_name))
+    if len(landed) or not lakehouse.exists(bronze_name):  # the first run creates the table regardless
+        records = stamp(parse_landed_records(session, contract, landed))
+        lakehouse.append(records, bronze_name, partition_by=[INGEST_DATE])
+    return batches
+
+
+def rebuild_ingest_day(
+    session: SparkSession, lakehouse: LakehouseResource, contract: SourceContract, run_id: str, day: str
+) -> int:
+    """Re-read the files recorded under ``day`` and replace that day's records in one commit.
+
+    Records of a file no longer in the landing zone are kept as they are. Returns files re-read.
+    """
+    bronze_name = f"bronze_{contract.name}"
+    if not lakehouse.exists(bronze_name):
+        return 0
+    day_rows = lakehouse.read(session, bronze_name).where(F.col(INGEST_DATE) == F.lit(day).cast("date"))
+    recorded = {r["_source_file"] for r in day_rows.select("_source_file").distinct().collect()}
+    landed = list_landing(lakehouse.landing_path(contract.name))
+    landed = landed[landed["path"].isin(recorded)]
+    reread = parse_landed_records(session, contract, landed).withColumns(
+        {
+            "_ingested_at": F.current_timestamp(),
+            "_run_id": F.lit(run_id),
+            INGEST_DATE: F.lit(day).cast("date"),
+        }
+    )
+    kept = day_rows.where(~F.col("_source_file").isin(list(landed["path"])))
+    replaced = reread.unionByName(kept).cache()
+    replaced.count()  # read the day's kept rows before the overwrite replaces them
+    lakehouse.append(replaced, bronze_name, replace_where=f"{INGEST_DATE} = '{day}'")
+    replaced.unpersist()
+    return len(landed)
 
 
 def source_assets(contract: SourceContract) -> list[AssetsDefinition]:
     bronze_name, silver_name = f"bronze_{contract.name}", f"silver_{contract.name}"
+    silver_app_id = f"{silver_name}<-{bronze_name}"
 
     @asset(
         name=bronze_name,
         group_name="bronze",
         kinds={"spark", "delta"},
+        partitions_def=INGEST_DAYS,
+        backfill_policy=BackfillPolicy.single_run(),
         description=(
-            f"{contract.description} Every record as landed ({contract.format}), with its file and line."
+            f"{contract.description} Every record as landed ({contract.format}), with its file and line, "
+            "partitioned by ingest date."
         ),
     )
     def bronze(
         context: AssetExecutionContext, spark: SparkResource, lakehouse: LakehouseResource
     ) -> MaterializeResult:
         session = spark.session()
-        root = lakehouse.landing_path(contract.name)
-        known = lakehouse.read(session, bronze_name) if lakehouse.exists(bronze_name) else None
-        records = (
-            read_landed_records(session, contract, list_landing(root), known)
-            .withColumns({"_ingested_at": F.current_timestamp(), "_run_id": F.lit(context.run_id)})
-            .cache()
+        days = context.partition_keys
+        today = current_ingest_day()
+        before = lakehouse.version(bronze_name)
+        rebuilt = sum(
+            rebuild_ingest_day(session, lakehouse, contract, context.run_id, day)
+            for day in days
+            if day < today
         )
-        stats = records.agg(
+        batches = 0
+        if days[-1] >= today:
+            batches = ingest_new_files(session, lakehouse, contract, context.run_id, days[-1])
+        new = lakehouse.changes(session, bronze_name, before).where("_change_type = 'insert'")
+        stats = new.agg(
             F.count("*").alias("records"),
             F.count("_error").alias("unreadable"),
             F.countDistinct("_source_file").alias("files"),
         ).first()
-        if stats["records"] or known is None:  # the first run creates the table even when nothing landed
-            lakehouse.append(records, bronze_name)
-        schema = records.schema
-        records.unpersist()
         return MaterializeResult(
             metadata=delta_metadata(
                 lakehouse,
                 bronze_name,
-                schema,
-                landing_path=root,
+                BRONZE_RECORD_SCHEMA,
+                landing_path=lakehouse.landing_path(contract.name),
                 files_ingested=stats["files"],
+                files_reread=rebuilt,
                 records_landed=stats["records"],
                 records_unreadable=stats["unreadable"],
+                stream_batches=batches,
             )
         )
 
@@ -69,6 +174,7 @@ def source_assets(contract: SourceContract) -> list[AssetsDefinition]:
         name=silver_name,
         group_name="silver",
         kinds={"spark", "delta"},
+        automation_condition=DOWNSTREAM_OF_BRONZE,
         deps=[bronze, *(AssetKey(f"silver_{r.source}") for r in contract.references)],
         description=(
             f"{contract.description} Typed by its contract, one row per {', '.join(contract.primary_key)} "
@@ -81,44 +187,74 @@ def source_assets(contract: SourceContract) -> list[AssetsDefinition]:
         lakehouse: LakehouseResource,
         privacy: PrivacyResource,
     ) -> MaterializeResult:
+        """Applies only the bronze records added since its last run (Change Data Feed), in one
+        idempotent MERGE that also stores the bronze version applied in silver's Delta log."""
         session = spark.session()
         bronze_version = lakehouse.version(bronze_name)
+        applied = lakehouse.transaction_version(silver_name, silver_app_id)
+        counts = {"landed": 0, "accepted": 0, "quarantined": 0, "duplicates": 0, "deleted": 0}
         referenced = {r.source: lakehouse.read(session, f"silver_{r.source}") for r in contract.references}
-        accepted, rejected, superseded = split_silver_records(
-            lakehouse.read(session, bronze_name), contract, referenced
-        )
-        accepted = protect_pii(accepted, contract, privacy.key())
-        accepted = accepted.withColumn("_bronze_version", F.lit(bronze_version).cast("long")).cache()
-        changed = " OR ".join(f"NOT (s.`{c}` <=> t.`{c}`)" for c in contract.column_names)
-        lakehouse.merge(
-            session, accepted, silver_name, contract.primary_key, changed_when=changed, delete_missing=True
-        )
-        rejected = rejected.withColumn("run_id", F.lit(context.run_id)).cache()
-        quarantined = rejected.count()
-        if quarantined:
+        if applied is None or applied < bronze_version:
+            records = (
+                lakehouse.changes(session, bronze_name, applied)
+                .where("_change_type = 'insert'")
+                .drop("_change_type", "_commit_version")
+            )
+            drift = drift_columns(records, contract)
+            records = records.withColumns({f"_drift_{c}": F.col("record").getItem(c) for c in drift}).cache()
+            batch = split_silver_records(
+                records,
+                contract,
+                referenced,
+                silver=lakehouse.read(session, silver_name) if lakehouse.exists(silver_name) else None,
+                duplicates=duplicate_files(records, lakehouse.read(session, bronze_name)),
+            )
+            changes = protect_pii(batch.changes, contract, privacy.key())
+            changes = changes.withColumn("_bronze_version", F.lit(bronze_version).cast("long")).cache()
+            rejected = batch.rejected.withColumn("run_id", F.lit(context.run_id)).cache()
+            txn = (silver_app_id, bronze_version)
             key = F.concat_ws(
                 ":", F.col("_source_file"), F.coalesce(F.col("_line").cast("string"), F.lit(""))
             )
-            write_quarantine(
+            for layer, rows in (
+                ("bronze", rejected.where(F.col("_error").isNotNull())),
+                ("silver", rejected.where(F.col("_error").isNull())),
+            ):
+                write_quarantine(
+                    session,
+                    lakehouse,
+                    layer,
+                    to_quarantine(
+                        rows, contract.name, F.col("_source_file"), F.col("_line"), key, F.col("_raw")
+                    ),
+                    txn,
+                )
+            changed = " OR ".join(f"NOT (s.`{c}` <=> t.`{c}`)" for c in [*contract.column_names, *drift])
+            lakehouse.apply_changes(
+                session, changes, silver_name, contract.primary_key, changed_when=changed, txn=txn
+            )
+            duplicate_rows = rejected.where("_duplicate").count()
+            counts = record_ingestion_run(
                 session,
                 lakehouse,
-                to_quarantine(rejected, "silver", contract.name, F.col("_source_file"), key, F.col("_raw")),
+                contract.name,
+                context.run_id,
+                landed=records.count(),
+                accepted=changes.count(),
+                quarantined=rejected.count() - duplicate_rows,
+                duplicates=batch.superseded.count() + duplicate_rows,
+                deleted=changes.where("_delete").count(),
             )
-        accepted_count, superseded_count = accepted.count(), superseded.count()
-        schema = accepted.schema
-        accepted.unpersist()
-        rejected.unpersist()
+            for frame in (records, changes, rejected):
+                frame.unpersist()
         return MaterializeResult(
             metadata=delta_metadata(
                 lakehouse,
                 silver_name,
-                schema,
+                lakehouse.read(session, silver_name).schema,
                 **{"dagster/column_lineage": lineage},
                 **{f"silver_{name}_version": lakehouse.version(f"silver_{name}") for name in referenced},
-                records_landed=accepted_count + quarantined + superseded_count,
-                records_accepted=accepted_count,
-                records_quarantined=quarantined,
-                records_superseded=superseded_count,
+                **{f"records_{k}": v for k, v in counts.items()},
                 bronze_version=bronze_version,
             )
         )

@@ -47,6 +47,9 @@ class SourceContract(BaseModel):
     columns: list[ColumnContract]
     references: list[Reference] = []
     freshness_days: int | None = None
+    # A column the contract does not declare: ``add`` keeps it (as a string column in silver),
+    # ``reject`` quarantines the record. A changed type is always quarantined.
+    schema_drift: Literal["add", "reject"] = "reject"
 
     @model_validator(mode="after")
     def _keys_are_columns(self) -> SourceContract:
