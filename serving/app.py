@@ -151,6 +151,13 @@ class Service:
         self.metrics.index_version.set(state.version)
         return searcher, state
 
+    def warm_up(self) -> None:
+        """Load the index and the query model before the first request (loading the model takes seconds)."""
+        try:
+            self.index()[0].embed("warm up")
+        except ApiError as exc:
+            log.warning("serving without an index for now: %s", exc.message)
+
     def prompt(self):
         from models.prompt_registry import load_prompt
 
@@ -223,6 +230,7 @@ def create_app(settings: Settings, embedders: list | None = None, tracking=None)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):
+        service.warm_up()
         yield
         service.audit.close()
 
