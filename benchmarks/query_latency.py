@@ -185,7 +185,7 @@ def over_http(uri: Path, queries: np.ndarray) -> list[float]:
     )
     try:
         with httpx.Client(base_url=f"http://127.0.0.1:{port}", headers={"X-API-Key": key}) as client:
-            deadline = time.time() + 120
+            deadline = time.time() + 600  # the model loads first: minutes on a busy machine
             while True:
                 try:
                     if client.get("/health").status_code == 200:
@@ -193,7 +193,7 @@ def over_http(uri: Path, queries: np.ndarray) -> list[float]:
                 except httpx.TransportError:
                     pass
                 if time.time() > deadline:
-                    raise RuntimeError("the server did not start within 120 s")
+                    raise RuntimeError("the server did not start within 600 s")
                 time.sleep(0.5)
             body = lambda q: {"vector": q.tolist(), "k": 10, "mode": "vector"}  # noqa: E731
             for q in queries[:10]:
@@ -246,13 +246,14 @@ def main() -> None:
         recall = recall_at_10(table, queries[: args.recall_queries])
         print(f"[{rows:,}] in-process latency on {len(queries)} queries ...", flush=True)
         served, bare = in_process(uri, queries)
-        http = [] if args.skip_http else over_http(uri, queries)
         s50, s99 = percentiles(served)
         b50, b99 = percentiles(bare)
         line = (
             f"rows={rows:,} recall@10={recall:.3f} in-process Searcher p50={s50:.1f}ms p99={s99:.1f}ms "
             f"(bare nearest p50={b50:.1f}ms p99={b99:.1f}ms)"
         )
+        print(line, flush=True)
+        http = [] if args.skip_http else over_http(uri, queries)
         if http:
             h50, h99 = percentiles(http)
             line += f" HTTP /search(vector) p50={h50:.1f}ms p99={h99:.1f}ms"
