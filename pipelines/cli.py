@@ -265,5 +265,74 @@ def dev(port: Annotated[int, typer.Option()] = 3000) -> None:
     raise typer.Exit(subprocess.call(command, cwd=PROJECT_ROOT))
 
 
+# ---- Serving: `groundwork serve` and `groundwork keys` (the HTTP API in serving/app.py) ----------------
+
+keys_app = typer.Typer(help="API keys of the HTTP service (stored hashed; each maps to access groups).")
+app.add_typer(keys_app, name="keys")
+
+
+def _key_store():
+    from serving.keys import KeyStore
+
+    return KeyStore(get_settings().serve_keys_file)
+
+
+@keys_app.command("create")
+def keys_create(
+    name: Annotated[str, typer.Option(help="Who the key is for (appears in the audit log)")],
+    groups: Annotated[str, typer.Option(help="Comma-separated access groups, e.g. public,finance")],
+    quiet: Annotated[bool, typer.Option("--quiet", help="Print only the key")] = False,
+) -> None:
+    """Create an API key and print it once (only its SHA-256 is stored)."""
+    try:
+        key = _key_store().create(name, groups.split(","))
+    except ValueError as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from None
+    if quiet:
+        typer.echo(key)
+        return
+    console.print(f"API key for [bold]{name}[/bold] (groups: {groups}); shown once, store it now:")
+    typer.echo(key)
+
+
+@keys_app.command("list")
+def keys_list(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """Key names, their groups and creation times (never the keys)."""
+    rows = _key_store().list()
+    if as_json:
+        typer.echo(json.dumps(rows, indent=2))
+        return
+    listing = Table(title="API keys")
+    for column in ("name", "groups", "created"):
+        listing.add_column(column)
+    for row in rows:
+        listing.add_row(row["name"], ",".join(row["groups"]), row["created_at"])
+    console.print(listing)
+
+
+@app.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="Bind address (default GROUNDWORK_SERVE_HOST)")] = None,
+    port: Annotated[int | None, typer.Option(help="Port (default GROUNDWORK_SERVE_PORT)")] = None,
+    log_level: Annotated[str, typer.Option(help="uvicorn log level")] = "info",
+) -> None:
+    """Serve the HTTP API (search, documents, answer, health, metrics; OpenAPI at /docs)."""
+    import uvicorn
+
+    from serving.app import create_app
+
+    settings = get_settings()
+    uvicorn.run(
+        create_app(settings),
+        host=host or settings.serve_host,
+        port=port or settings.serve_port,
+        log_level=log_level,
+    )
+
+
+# ---- end of serving block ------------------------------------------------------------------------------
+
+
 if __name__ == "__main__":
     app()

@@ -7,8 +7,9 @@ elsewhere (a cluster, object storage, a tracking server) by its own setting, wit
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
-from pydantic import model_validator
+from pydantic import SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -46,6 +47,24 @@ class Settings(BaseSettings):
     chunk_max_tokens: int = 200
     chunk_overlap_tokens: int = 32
 
+    # Serving (`groundwork serve`): limits, semantic cache, audit log, optional OpenAI-compatible LLM.
+    serve_host: str = "127.0.0.1"
+    serve_port: int = 8080
+    serve_keys_file: Path | None = None
+    serve_max_query_chars: int = 2_000
+    serve_max_k: int = 100
+    serve_refresh_seconds: float = 1.0
+    serve_cache_enabled: bool = True
+    serve_cache_threshold: float = 0.97
+    audit_uri: str = ""
+    audit_query_policy: Literal["text", "hash"] = "hash"
+    audit_flush_seconds: float = 1.0
+    organisation: str = "Northwind Outfitters"
+    llm_base_url: str = ""
+    llm_model: str = ""
+    llm_api_key: SecretStr | None = None
+    llm_timeout_seconds: float = 60.0
+
     @model_validator(mode="after")
     def _default_locations(self) -> Settings:
         """Fill every unset location with its folder under ``home``."""
@@ -60,6 +79,8 @@ class Settings(BaseSettings):
         self.mlflow_registry_uri = self.mlflow_registry_uri or self.mlflow_tracking_uri
         self.gx_root = (self.gx_root or self.home / "gx").expanduser().resolve()
         self.dagster_home = (self.dagster_home or self.home / "dagster").expanduser().resolve()
+        self.serve_keys_file = (self.serve_keys_file or self.home / "serving" / "api_keys.db").expanduser()
+        self.audit_uri = self.audit_uri or f"{self.delta_uri.rstrip('/')}/serving_audit"
         return self
 
     @property

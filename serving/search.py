@@ -1,17 +1,32 @@
-"""Search the chunk index: vector, full-text or hybrid, refusing an index built with another model."""
+"""Search the chunk index: vector, full-text or hybrid, refusing an index built with another model.
+
+The searcher follows the active-table pointer (a model promoted or rolled back, rows added by the
+pipeline) without a restart, embeds each query with the model the active table was built with, and,
+when given the caller's access groups, filters every mode on the server with a LanceDB prefilter, so a
+chunk outside those groups can never be among the results, whatever ``k`` or the metadata filters are.
+"""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING, Literal
+import logging
+import threading
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, Any, Literal
 
-from assets.embeddings.index import nearest, open_active, table_model
+import numpy as np
+
+from assets.embeddings.index import _open, active_table_name, nearest, table_model
 from resources.embedder import EmbedderResource
+from serving.injection import injection_match
 
 if TYPE_CHECKING:
     import lancedb
 
+log = logging.getLogger(__name__)
 SearchMode = Literal["vector", "fulltext", "hybrid"]
+SEARCH_MODES: tuple[str, ...] = ("vector", "fulltext", "hybrid")
 RESULT_COLUMNS = [
     "chunk_id",
     "document_id",
@@ -21,13 +36,25 @@ RESULT_COLUMNS = [
     "heading_path",
     "page",
     "text",
+    "access_groups",
     "delta_version",
     "model_version",
 ]
+# Metadata a caller may filter on: field -> (column, how it matches). Anything else is refused.
+FILTERABLE_FIELDS: dict[str, tuple[str, str]] = {
+    "path_prefix": ("path", "prefix"),
+    "media_type": ("media_type", "in"),
+    "title": ("title", "in"),
+    "document_id": ("document_id", "in"),
+    "page": ("page", "in_int"),
+    "groups": ("access_groups", "groups"),
+}
 
 
 @dataclass(frozen=True)
 class Hit:
+    """One retrieved chunk with everything a caller needs to cite it."""
+
     chunk_id: str
     document_id: str
     chunk_index: int
@@ -39,63 +66,260 @@ class Hit:
     score: float
     delta_version: int
     table_version: int
+    table_name: str = ""
+    access_groups: tuple[str, ...] = ()
+    injection_suspected: bool = False
+    injection_pattern: str | None = None
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        out = asdict(self)
+        out["access_groups"] = list(self.access_groups)
+        return out
 
 
 class ModelMismatchError(ValueError):
     """The query would be embedded with a different model than the index was built with."""
 
 
-class Searcher:
-    """Answers queries against one LanceDB table with the model that built it."""
+class FilterError(ValueError):
+    """A metadata filter names an unknown field or has a value of the wrong shape."""
 
-    def __init__(self, db: lancedb.DBConnection, table_name: str, embedder: EmbedderResource):
-        table = open_active(db, table_name)
-        if table is None:
-            raise LookupError(f"no LanceDB index {table_name!r}: run `groundwork run` first")
-        self.table = table
-        self.embedder = embedder
-        built_with = table_model(self.table).get("model_id")
-        if built_with != embedder.model_id:
-            raise ModelMismatchError(
-                f"index {table_name!r} was built with {built_with}; queries embedded with "
-                f"{embedder.model_id} would not be comparable"
+
+class GroupNotAllowedError(PermissionError):
+    """A filter names an access group the caller does not hold."""
+
+
+@dataclass(frozen=True)
+class IndexState:
+    """Which physical table serving reads now, at which version, built with which model."""
+
+    table_name: str
+    version: int
+    model_id: str
+    dimension: int
+    columns: frozenset[str] = field(default_factory=frozenset)
+
+
+def _quote(value: str) -> str:
+    """A SQL string literal: the only way a caller's text enters a LanceDB filter."""
+    return "'" + str(value).replace("'", "''") + "'"
+
+
+def _strings(name: str, value: Any) -> list[str]:
+    values = value if isinstance(value, list) else [value]
+    if not values or not all(isinstance(v, str) and v for v in values) or len(values) > 100:
+        raise FilterError(f"filter {name!r} takes a non-empty string or a list of up to 100 of them")
+    return values
+
+
+def access_clause(groups: Iterable[str]) -> str:
+    """Rows tagged with at least one of ``groups``; rows without groups match nothing (deny by default)."""
+    listed = sorted(set(groups))
+    if not listed:
+        return "false"
+    return f"array_has_any(access_groups, make_array({', '.join(_quote(g) for g in listed)}))"
+
+
+def effective_groups(caller_groups: Iterable[str], filters: dict[str, Any] | None) -> frozenset[str]:
+    """The caller's groups, narrowed by a ``groups`` filter; a group the caller lacks is refused."""
+    held = frozenset(caller_groups)
+    wanted = (filters or {}).get("groups")
+    if wanted is None:
+        return held
+    asked = frozenset(_strings("groups", wanted))
+    if asked - held:
+        raise GroupNotAllowedError(
+            f"filter names access groups the caller does not hold: {', '.join(sorted(asked - held))}"
+        )
+    return asked
+
+
+def filter_clause(filters: dict[str, Any] | None, columns: frozenset[str]) -> list[str]:
+    """SQL conditions for the metadata filters (the ``groups`` filter is handled with access control)."""
+    clauses = []
+    for name, value in sorted((filters or {}).items()):
+        if name not in FILTERABLE_FIELDS:
+            raise FilterError(
+                f"unknown filter field {name!r}; filterable fields: {', '.join(sorted(FILTERABLE_FIELDS))}"
             )
-
-    def search(self, query: str, k: int = 5, mode: SearchMode = "vector") -> list[Hit]:
-        query = query.strip()
-        if not query:
-            raise ValueError("empty query")
-        if mode == "fulltext":
-            builder = self.table.search(query, query_type="fts")
+        column, how = FILTERABLE_FIELDS[name]
+        if how == "groups":
+            continue
+        if column not in columns:
+            raise FilterError(f"filter {name!r}: the active index has no {column!r} column (rebuild it)")
+        if how == "prefix":
+            (prefix,) = _strings(name, value) if isinstance(value, str) else (None,)
+            if prefix is None:
+                raise FilterError(f"filter {name!r} takes one string")
+            clauses.append(f"starts_with({column}, {_quote(prefix)})")
+        elif how == "in":
+            clauses.append(f"{column} IN ({', '.join(_quote(v) for v in _strings(name, value))})")
         else:
-            vector = self.embedder.encode([query])[0]
-            if mode == "hybrid":
-                builder = self.table.search(query_type="hybrid").vector(vector).text(query)
-            elif mode == "vector":
-                builder = nearest(self.table, vector, k)
-            else:
-                raise ValueError(f"unknown search mode {mode!r}: use vector, fulltext or hybrid")
-        rows = builder.select(RESULT_COLUMNS).limit(k).to_list()
-        version = self.table.version
-        return [
-            Hit(
-                chunk_id=r["chunk_id"],
-                document_id=r["document_id"],
-                chunk_index=r["chunk_index"],
-                path=r["path"],
-                title=r["title"],
-                heading_path=r["heading_path"] or "",
-                page=r["page"],
-                text=r["text"],
-                score=_score(r, mode),
-                delta_version=r["delta_version"],
-                table_version=version,
+            values = value if isinstance(value, list) else [value]
+            if not values or not all(isinstance(v, int) and not isinstance(v, bool) for v in values):
+                raise FilterError(f"filter {name!r} takes an integer or a list of integers")
+            clauses.append(f"{column} IN ({', '.join(str(int(v)) for v in values)})")
+    return clauses
+
+
+class Searcher:
+    """Answers queries against the active LanceDB table with the model that built it."""
+
+    def __init__(
+        self,
+        db: lancedb.DBConnection,
+        table_name: str,
+        embedder: EmbedderResource | Sequence[EmbedderResource],
+        refresh_seconds: float = 0.0,
+    ):
+        self.db = db
+        self.logical = table_name
+        embedders = embedder if isinstance(embedder, Sequence) else [embedder]
+        self.embedders = {e.model_id: e for e in embedders}
+        self.refresh_seconds = refresh_seconds
+        self._lock = threading.Lock()
+        self._checked_at = float("-inf")
+        self.table: lancedb.table.Table | None = None
+        self._state: IndexState | None = None
+        self.embedder  # noqa: B018  (fail fast: no index, or one this process cannot embed queries for)
+
+    @property
+    def embedder(self) -> EmbedderResource:
+        """The embedder of the active table's model (raises ModelMismatchError when none is loaded)."""
+        state = self.state()
+        found = self.embedders.get(state.model_id)
+        if found is None:
+            raise ModelMismatchError(
+                f"index {self.logical!r} ({state.table_name}) was built with {state.model_id}; queries "
+                f"embedded with {', '.join(sorted(self.embedders))} would not be comparable"
             )
-            for r in rows
-        ]
+        return found
+
+    def state(self, force: bool = False) -> IndexState:
+        return self.current(force)[1]
+
+    def current(self, force: bool = False) -> tuple[lancedb.table.Table, IndexState]:
+        """Follow the active pointer and the table's latest version, at most every ``refresh_seconds``;
+        the table and its state are returned together so a request never mixes two tables."""
+        now = time.monotonic()
+        with self._lock:
+            if force or self._state is None or now - self._checked_at >= self.refresh_seconds:
+                name = active_table_name(self.db, self.logical)
+                if name is None:
+                    raise LookupError(f"no LanceDB index {self.logical!r}: run `groundwork run` first")
+                if self.table is None or self.table.name != name:
+                    table = _open(self.db, name)
+                    if table is None:
+                        raise LookupError(f"the active table {name!r} of {self.logical!r} does not exist")
+                    self.table = table
+                else:
+                    self.table.checkout_latest()
+                model = table_model(self.table)
+                if self._state is None or (self._state.table_name, self._state.version) != (
+                    name,
+                    self.table.version,
+                ):
+                    self._state = IndexState(
+                        name,
+                        self.table.version,
+                        model.get("model_id", ""),
+                        int(model.get("dimension", 0)),
+                        frozenset(self.table.schema.names),
+                    )
+                self._checked_at = now
+            return self.table, self._state
+
+    def embed(self, query: str) -> np.ndarray:
+        """The query's vector from the active table's model."""
+        return self.embedder.encode([query])[0]
+
+    def search(
+        self,
+        query: str,
+        k: int = 5,
+        mode: SearchMode = "vector",
+        filters: dict[str, Any] | None = None,
+        groups: Iterable[str] | None = None,
+        vector: np.ndarray | None = None,
+    ) -> list[Hit]:
+        """Top ``k`` chunks; ``groups`` (the caller's access groups) restricts them on the server.
+
+        ``groups=None`` searches every chunk (the local CLI); the HTTP service always passes the
+        caller's groups. ``vector`` skips embedding (the caller embedded the query already).
+        """
+        if mode not in SEARCH_MODES:
+            raise ValueError(f"unknown search mode {mode!r}: use vector, fulltext or hybrid")
+        query = query.strip()
+        if not query and (vector is None or mode != "vector"):
+            raise ValueError("empty query")
+        table, state = self.current()
+        conditions = filter_clause(filters, state.columns)
+        allowed: frozenset[str] | None = None
+        if groups is not None:
+            allowed = effective_groups(groups, filters)
+            conditions.insert(0, access_clause(allowed))
+        elif filters and "groups" in filters:
+            conditions.insert(0, access_clause(_strings("groups", filters["groups"])))
+        if mode == "fulltext":
+            builder = table.search(query, query_type="fts")
+        else:
+            if vector is None:
+                vector = self.embed(query)
+            elif len(vector) != state.dimension:
+                raise ValueError(f"vector has {len(vector)} dimensions; the index has {state.dimension}")
+            if mode == "hybrid":
+                builder = table.search(query_type="hybrid").vector(vector).text(query)
+            else:
+                builder = nearest(table, vector, k)
+        if conditions:
+            builder = builder.where(" AND ".join(f"({c})" for c in conditions), prefilter=True)
+        rows = builder.select(RESULT_COLUMNS).limit(k).to_list()
+        hits = [_hit(r, _score(r, mode), state) for r in rows]
+        if allowed is not None:
+            hits = _only_visible(hits, allowed)
+        return hits
+
+    def document(self, document_id: str, groups: Iterable[str] | None = None) -> list[Hit]:
+        """The chunks of one document the caller may see, in order (none: unknown or not visible)."""
+        table, state = self.current()
+        where = f"document_id = {_quote(document_id)}"
+        if groups is not None:
+            where = f"({access_clause(groups)}) AND ({where})"
+        rows = table.search().where(where).select(RESULT_COLUMNS).limit(None).to_list()
+        hits = [_hit(r, 1.0, state) for r in sorted(rows, key=lambda r: r["chunk_index"])]
+        return hits if groups is None else _only_visible(hits, frozenset(groups))
+
+    def row_count(self) -> int:
+        return self.current()[0].count_rows()
+
+
+def _hit(row: dict, score: float, state: IndexState) -> Hit:
+    pattern = injection_match(row["text"] or "")
+    return Hit(
+        chunk_id=row["chunk_id"],
+        document_id=row["document_id"],
+        chunk_index=row["chunk_index"],
+        path=row["path"],
+        title=row["title"],
+        heading_path=row["heading_path"] or "",
+        page=row["page"],
+        text=row["text"],
+        score=score,
+        delta_version=row["delta_version"],
+        table_version=state.version,
+        table_name=state.table_name,
+        access_groups=tuple(row["access_groups"] or ()),
+        injection_suspected=pattern is not None,
+        injection_pattern=pattern,
+    )
+
+
+def _only_visible(hits: list[Hit], allowed: frozenset[str]) -> list[Hit]:
+    """Defence in depth behind the prefilter: a hit outside the caller's groups is dropped, never served."""
+    visible = [h for h in hits if allowed.intersection(h.access_groups)]
+    if len(visible) != len(hits):
+        log.error("access filter let %d chunk(s) through; dropped", len(hits) - len(visible))
+    return visible
 
 
 def _score(row: dict, mode: SearchMode) -> float:

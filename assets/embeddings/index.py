@@ -19,7 +19,7 @@ from datetime import UTC, datetime, timedelta
 import lancedb
 import numpy as np
 import pyarrow as pa
-from lancedb.index import FTS, IvfHnswSq
+from lancedb.index import FTS, IvfHnswSq, LabelList
 
 from assets.chunks.chunking import embedding_input
 
@@ -42,6 +42,8 @@ INDEXED_COLUMNS = [
     "access_groups",
     "content_hash",
 ]
+# Indexed when the gold table has them (older gold tables and synthetic corpora may not).
+OPTIONAL_INDEXED_COLUMNS = ["media_type"]
 
 
 def embeddings_schema(dimension: int, model_id: str) -> pa.Schema:
@@ -54,6 +56,7 @@ def embeddings_schema(dimension: int, model_id: str) -> pa.Schema:
             pa.field("vector", pa.list_(pa.float32(), dimension)),
             pa.field("path", pa.string()),
             pa.field("title", pa.string()),
+            pa.field("media_type", pa.string()),
             pa.field("heading_path", pa.string()),
             pa.field("page", pa.int32()),
             pa.field("access_groups", pa.list_(pa.string())),
@@ -220,8 +223,9 @@ def sync_embeddings(
         ]
         vectors = encode(texts)
         n = batch.num_rows
+        optional = [c for c in OPTIONAL_INDEXED_COLUMNS if c in batch.column_names]
         rows = (
-            batch.select(INDEXED_COLUMNS)
+            batch.select(INDEXED_COLUMNS + optional)
             .append_column(
                 "vector", pa.FixedSizeListArray.from_arrays(pa.array(vectors.reshape(-1)), dimension)
             )
@@ -230,6 +234,9 @@ def sync_embeddings(
             .append_column("model_version", pa.array([model_version] * n))
             .append_column("created_at", pa.array([datetime.now(UTC)] * n, pa.timestamp("us", tz="UTC")))
         )
+        for column in table.schema.names:  # an optional column the gold table lacks stays null
+            if column not in rows.column_names:
+                rows = rows.append_column(column, pa.nulls(n, table.schema.field(column).type))
         # One cast to the table's schema types every column, the gold ones included.
         rows = rows.select(table.schema.names).cast(table.schema.remove_metadata())
         table.merge_insert("chunk_id").when_matched_update_all().when_not_matched_insert_all().execute(rows)
@@ -263,11 +270,14 @@ def _index_types(table: lancedb.table.Table) -> set[str]:
 def maintain_indexes(
     table: lancedb.table.Table, vector_index_min_rows: int, keep_versions: timedelta
 ) -> None:
-    """Full-text index on the text; an HNSW vector index once the table is big enough for exact search
+    """Full-text index on the text; a label-list index on the access groups (so serving's access filter
+    is an index lookup, not a scan); an HNSW vector index once the table is big enough for exact search
     to cost more than the index; then compaction, index refresh and cleanup of versions older than
     ``keep_versions`` (younger ones stay for time travel and rollback).
     """
     table.create_index("text", config=FTS(), replace=True)
+    if "access_groups" in table.schema.names and "LABELLIST" not in _index_types(table):
+        table.create_index("access_groups", config=LabelList(), replace=True)
     if table.count_rows() >= vector_index_min_rows and "IVFHNSWSQ" not in _index_types(table):
         table.create_index("vector", config=IvfHnswSq(distance_type="cosine"), replace=True)
     table.optimize(cleanup_older_than=keep_versions)

@@ -1,0 +1,86 @@
+"""Python client for the Groundwork HTTP API: the same operations, typed results.
+
+from serving.client import GroundworkClient
+with GroundworkClient("http://127.0.0.1:8080", api_key) as gw:
+    for hit in gw.search("How long is the return window?", k=3).hits:
+        print(hit.title, hit.path, hit.score)
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+
+from serving.schemas import AnswerResponse, DocumentResponse, HealthResponse, Mode, SearchResponse
+
+
+class GroundworkError(Exception):
+    """The API refused or failed a request: ``status`` is the HTTP status, ``message`` its reason."""
+
+    def __init__(self, status: int, message: str, request_id: str | None = None):
+        super().__init__(f"HTTP {status}: {message}")
+        self.status = status
+        self.message = message
+        self.request_id = request_id
+
+
+class GroundworkClient:
+    def __init__(self, base_url: str, api_key: str | None = None, timeout: float = 30.0):
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self._http = httpx.Client(base_url=base_url.rstrip("/"), headers=headers, timeout=timeout)
+
+    def __enter__(self) -> GroundworkClient:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._http.close()
+
+    def _json(self, response: httpx.Response) -> Any:
+        if response.status_code >= 400:
+            try:
+                body = response.json()
+                message, request_id = body.get("error", response.text), body.get("request_id")
+            except ValueError:
+                message, request_id = response.text, None
+            raise GroundworkError(response.status_code, message, request_id)
+        return response.json()
+
+    def search(
+        self,
+        query: str = "",
+        k: int = 5,
+        mode: Mode = "hybrid",
+        filters: dict[str, Any] | None = None,
+        vector: list[float] | None = None,
+    ) -> SearchResponse:
+        body: dict[str, Any] = {"query": query, "k": k, "mode": mode, "filters": filters or {}}
+        if vector is not None:
+            body["vector"] = list(vector)
+        return SearchResponse.model_validate(self._json(self._http.post("/search", json=body)))
+
+    def document(self, document_id: str) -> DocumentResponse:
+        path = "/documents/" + quote(document_id, safe="")
+        return DocumentResponse.model_validate(self._json(self._http.get(path)))
+
+    def answer(
+        self, query: str, k: int = 5, mode: Mode = "hybrid", filters: dict[str, Any] | None = None
+    ) -> AnswerResponse:
+        body = {"query": query, "k": k, "mode": mode, "filters": filters or {}}
+        return AnswerResponse.model_validate(self._json(self._http.post("/answer", json=body)))
+
+    def health(self) -> HealthResponse:
+        response = self._http.get("/health")
+        if response.status_code not in (200, 503):
+            self._json(response)
+        return HealthResponse.model_validate(response.json())
+
+    def metrics(self) -> str:
+        response = self._http.get("/metrics")
+        if response.status_code >= 400:
+            self._json(response)
+        return response.text

@@ -1,0 +1,108 @@
+"""The HTTP contract: request and response bodies, shared by the service and the Python client."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+Mode = Literal["vector", "fulltext", "hybrid"]
+FILTERS_DOC = (
+    "Metadata filters, ANDed: path_prefix (string), media_type, title, document_id (string or list), "
+    "page (integer or list), groups (list: narrows the search to some of the caller's access groups; "
+    "naming a group the caller does not hold is refused with 403). Any other field is refused with 400."
+)
+
+
+class SearchRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    query: str = Field("", description="The question or keywords (required unless `vector` is given).")
+    k: int = Field(5, description="How many chunks to return (1 to GROUNDWORK_SERVE_MAX_K, default 100).")
+    mode: Mode = "hybrid"
+    filters: dict[str, Any] = Field(default_factory=dict, description=FILTERS_DOC)
+    vector: list[float] | None = Field(
+        None,
+        max_length=4096,
+        description="A query vector from the model in /health's model_id, instead of text (mode vector).",
+    )
+
+
+class AnswerRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    query: str = Field(..., description="The question.")
+    k: int = Field(5, description="How many passages to retrieve as sources.")
+    mode: Mode = "hybrid"
+    filters: dict[str, Any] = Field(default_factory=dict, description=FILTERS_DOC)
+
+
+class Citation(BaseModel):
+    """One retrieved chunk and everything needed to cite it."""
+
+    chunk_id: str
+    document_id: str
+    chunk_index: int = Field(description="Position of the chunk in its document (0-based).")
+    path: str = Field(description="Source path, relative to the landing folder.")
+    title: str
+    heading_path: str
+    page: int | None
+    text: str
+    score: float = Field(description="Higher is better: cosine similarity, BM25 or reciprocal-rank fusion.")
+    delta_version: int = Field(description="Version of the gold Delta table the chunk was embedded from.")
+    table_version: int = Field(description="Version of the LanceDB table that answered.")
+    table_name: str
+    access_groups: list[str]
+    injection_suspected: bool = Field(description="The text looks like instructions to a model.")
+    injection_pattern: str | None
+
+
+class SearchResponse(BaseModel):
+    request_id: str
+    mode: Mode
+    k: int
+    table_name: str
+    table_version: int
+    model_id: str
+    cached: bool
+    hits: list[Citation]
+
+
+class DocumentResponse(BaseModel):
+    request_id: str
+    document_id: str
+    title: str
+    path: str
+    table_name: str
+    table_version: int
+    chunks: list[Citation]
+
+
+class AnswerResponse(BaseModel):
+    request_id: str
+    generated: bool = Field(description="False: no LLM is configured; `answer` is empty, use `prompt`.")
+    answer: str | None
+    llm_model: str | None
+    prompt_name: str
+    prompt_version: int
+    prompt: str = Field(description="The rendered production prompt (sources numbered as cited).")
+    table_name: str
+    table_version: int
+    model_id: str
+    cached: bool
+    passages: list[Citation]
+
+
+class HealthResponse(BaseModel):
+    status: Literal["ok", "unavailable"]
+    table_name: str | None = None
+    table_version: int | None = None
+    model_id: str | None = None
+    rows: int | None = None
+    embedders: list[str] = Field(default_factory=list)
+    error: str | None = None
+
+
+class ErrorResponse(BaseModel):
+    error: str
+    request_id: str | None = None
