@@ -130,12 +130,12 @@ def reconcile_landing(
     )
     listed = with_access_groups(landed, rules)
     known = {
-        (r.path, int(r.size_bytes), pd.Timestamp(r.modified_at), tuple(r.access_groups or ()))
+        (r.path, int(r.size_bytes), pd.Timestamp(r.modified_at), _groups(r.access_groups))
         for r in current.itertuples(index=False)
     }
     changed = listed[
         [
-            (r.path, int(r.size_bytes), pd.Timestamp(r.modified_at), tuple(r.access_groups)) not in known
+            (r.path, int(r.size_bytes), pd.Timestamp(r.modified_at), _groups(r.access_groups)) not in known
             for r in listed.itertuples(index=False)
         ]
     ]
@@ -153,6 +153,10 @@ def reconcile_landing(
         F.lit(None).cast("array<string>").alias("access_groups"),
     )
     return records.unionByName(_stamp(tombstones, run_id))
+
+
+def _groups(groups) -> tuple[str, ...]:
+    return () if groups is None else tuple(groups)
 
 
 def split_silver_documents(
