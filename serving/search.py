@@ -51,8 +51,11 @@ class ModelMismatchError(ValueError):
 class Searcher:
     """Answers queries against one LanceDB table with the model that built it."""
 
-    def __init__(self, db: lancedb.DBConnection, table_name: str, embedder: EmbedderResource):
-        table = open_active(db, table_name)
+    def __init__(
+        self, db: lancedb.DBConnection, table_name: str, embedder: EmbedderResource, physical: str = ""
+    ):
+        """``physical`` names one model's table (a promotion candidate) instead of the active one."""
+        table = db.open_table(physical) if physical else open_active(db, table_name)
         if table is None:
             raise LookupError(f"no LanceDB index {table_name!r}: run `groundwork run` first")
         self.table = table
