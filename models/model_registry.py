@@ -138,7 +138,7 @@ def champion_version(tracking: MLflowResource, alias: str = CHAMPION) -> str:
     except MlflowException as exc:
         raise LookupError(
             f"no {alias!r} version of the embedding model {tracking.embedding_model!r} in the MLflow "
-            f"registry at {tracking.registry_uri or tracking.tracking_uri}: run `groundwork run` first"
+            "registry: run `groundwork run` first"
         ) from exc
 
 
@@ -226,7 +226,6 @@ def model_info(tracking: MLflowResource, embedder: EmbedderResource) -> dict[str
     return {
         "registered_model": tracking.embedding_model,
         "registry_version": embedder.model_version,
-        "registry_uri": tracking.registry_uri or tracking.tracking_uri,
     }
 
 
