@@ -254,7 +254,7 @@ app.add_typer(prompts_app, name="prompts")
 
 
 def _fail(exc: Exception) -> typer.Exit:
-    console.print(f"[red]error:[/red] {exc}")
+    console.print(f"[red]error:[/red] {exc}", soft_wrap=True)  # unwrapped: paths stay whole
     return typer.Exit(2)
 
 

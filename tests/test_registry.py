@@ -248,9 +248,11 @@ def test_promotion_is_gated_on_ndcg_and_rollback_is_followed_without_restart(sam
 
 def _groundwork(home: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
     env = {**os.environ, "GROUNDWORK_HOME": str(home), "GROUNDWORK_SPARK_MASTER": "local[2]"}
-    return subprocess.run(
+    out = subprocess.run(
         [BIN / "groundwork", *args], env=env, capture_output=True, text=True, timeout=600, check=check
     )
+    out.stdout = out.stdout if "--json" in args else " ".join(out.stdout.split())  # undo terminal wrapping
+    return out
 
 
 @pytest.mark.slow
