@@ -21,7 +21,8 @@ def retrieval_evaluation(
     """Recall@k, MRR@10 and nDCG@10 of vector, full-text and hybrid search on the gold set, logged to an
     MLflow run tagged with the model's registry version and the LanceDB table version.
 
-    Without a gold file (your own documents and no questions written yet) it records that and passes.
+    Without a gold file, or when none of its documents is indexed (your own documents and no questions
+    written for them yet), it records that and passes.
     """
     if not evaluation.gold_path.is_file():
         context.log.warning("no gold file at %s: retrieval evaluation skipped", evaluation.gold_path)
@@ -29,9 +30,20 @@ def retrieval_evaluation(
     gold = load_gold(evaluation.gold_path)
     model = pipeline_embedder(mlflow, embedder)
     searcher = Searcher(lancedb.connect(), lancedb.table_name, model)
-    report = evaluate(
-        searcher_function(searcher), gold, k=evaluation.k, indexed_paths=indexed_paths(searcher.table)
-    )
+    paths = indexed_paths(searcher.table)
+    if not paths & {p for q in gold for p in q.relevant}:
+        # An empty index, or a gold set written for other documents (the samples' on your own files).
+        context.log.warning(
+            "no document of %s is indexed: retrieval evaluation skipped", evaluation.gold_path
+        )
+        return MaterializeResult(
+            metadata={
+                "evaluated": False,
+                "gold_file": str(evaluation.gold_path),
+                "indexed_documents": len(paths),
+            }
+        )
+    report = evaluate(searcher_function(searcher), gold, k=evaluation.k, indexed_paths=paths)
     if report.unknown_paths:
         context.log.warning("gold paths not in the index: %s", ", ".join(report.unknown_paths[:20]))
     tags = {
