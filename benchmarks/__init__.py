@@ -1,0 +1,6 @@
+"""Benchmarks: each prints its figures, measured against a baseline in the same run."""
+
+import os
+
+# Lance logs a deprecation warning on every query that selects columns (as resources/vectorstore.py says).
+os.environ.setdefault("LANCEDB_LOG", "error")

@@ -156,11 +156,11 @@ def run(
 
 
 def _searcher(settings: Settings):
+    """The active index, queried with the model the registry's alias names now (see serving/champion.py)."""
     from resources import build_resources
-    from serving.search import Searcher
+    from serving.champion import champion_searcher
 
-    resources = build_resources(settings)
-    return Searcher(resources["lancedb"].connect(), settings.embeddings_table, resources["embedder"])
+    return champion_searcher(build_resources(settings), settings.embeddings_table)
 
 
 @app.command()
@@ -332,6 +332,213 @@ def serve(
 
 
 # ---- end of serving block ------------------------------------------------------------------------------
+# ---- MLflow: retrieval evaluation, the embedding model registry, prompts (issue 6) ----------------
+
+models_app = typer.Typer(help="The embedding model in the MLflow registry: list, promote, roll back.")
+prompts_app = typer.Typer(help="Prompt templates in the MLflow prompt registry.")
+app.add_typer(models_app, name="models")
+app.add_typer(prompts_app, name="prompts")
+
+
+def _fail(exc: Exception) -> typer.Exit:
+    console.print(f"[red]error:[/red] {exc}", soft_wrap=True)  # unwrapped: paths stay whole
+    return typer.Exit(2)
+
+
+@app.command("eval")
+def eval_command(
+    gold: Annotated[Path, typer.Option("--gold", help="JSON lines: {query, relevant: [paths]}")],
+    k: Annotated[int, typer.Option("--k", min=1, max=100, help="Recall cut-off")] = 5,
+    mode: Annotated[str | None, typer.Option(help="vector | fulltext | hybrid; default: all three")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output")] = False,
+) -> None:
+    """Recall@k, MRR@10 and nDCG@10 of the active index on a gold file (same code as the asset)."""
+    from models.evaluation import MODES, evaluate, indexed_paths, load_gold, searcher_function
+
+    if mode is not None and mode not in MODES:
+        raise _fail(ValueError(f"unknown mode {mode!r}: use {', '.join(MODES)}"))
+    try:
+        queries = load_gold(gold)
+        searcher = _searcher(get_settings())
+    except (LookupError, ValueError, OSError) as exc:
+        raise _fail(exc) from None
+    report = evaluate(
+        searcher_function(searcher),
+        queries,
+        k=k,
+        modes=[mode] if mode else MODES,
+        indexed_paths=indexed_paths(searcher.table),
+    )
+    if as_json:
+        out = report.to_dict()
+        out.update(model=searcher.embedder.model_id, table=searcher.table.name)
+        out["table_version"] = searcher.table.version
+        typer.echo(json.dumps(out, indent=2))
+        return
+    table = Table(title=f"{len(queries)} queries on {searcher.table.name} v{searcher.table.version}")
+    for column in ("mode", f"recall@{k}", "MRR@10", "nDCG@10"):
+        table.add_column(column)
+    for m in report.modes.values():
+        table.add_row(m.mode, f"{m.recall:.4f}", f"{m.mrr:.4f}", f"{m.ndcg:.4f}")
+    console.print(table)
+    if report.unknown_paths:
+        console.print(f"[yellow]gold paths not in the index:[/yellow] {', '.join(report.unknown_paths)}")
+
+
+@models_app.command("list")
+def models_list(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """Every registered version of the embedding model, its aliases and where its weights come from."""
+    from models.model_registry import list_embedders
+    from resources import build_resources
+
+    versions = list_embedders(build_resources(get_settings())["mlflow"])
+    if as_json:
+        typer.echo(json.dumps([v.to_dict() for v in versions], indent=2))
+        return
+    table = Table(title="embedding model versions")
+    for column in ("version", "aliases", "weights", "source", "max_seq_length", "promotion", "description"):
+        table.add_column(column)
+    for v in versions:
+        promotion = v.tags.get("groundwork.promotion", "")
+        score = next((val for key, val in v.tags.items() if key.endswith("_ndcg_at_10")), "")
+        table.add_row(
+            v.version,
+            ", ".join(v.aliases),
+            v.weights,
+            v.source,
+            str(v.max_seq_length or "model's own"),
+            f"{promotion} {score}".strip(),
+            v.description,
+        )
+    console.print(table if versions else "no registered versions: run `groundwork run` first")
+
+
+@models_app.command("promote")
+def models_promote(
+    version: Annotated[str | None, typer.Argument(help="Registered version; default: register one")] = None,
+    weights: Annotated[Path | None, typer.Option(help="A sentence-transformers folder to register")] = None,
+    max_seq_length: Annotated[int, typer.Option(help="Truncate inputs to N tokens (0: model's own)")] = 0,
+    description: Annotated[str, typer.Option(help="Description of a newly registered version")] = "",
+    gold: Annotated[Path | None, typer.Option(help="Gold file; default GROUNDWORK_EVAL_GOLD_FILE")] = None,
+    tolerance: Annotated[float | None, typer.Option(help="Allowed nDCG@10 loss")] = None,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Build the candidate's table beside the champion's, evaluate both, and move `champion` only if the
+    candidate's nDCG@10 is at least the champion's minus the tolerance. Exit 1 when refused."""
+    from models.evaluation import load_gold
+    from models.model_registry import register_embedder
+    from models.promotion import promote
+    from resources import build_resources
+
+    settings = get_settings()
+    resources = build_resources(settings)
+    evaluation = resources["evaluation"]
+    try:
+        queries = load_gold(gold or evaluation.gold_path)
+        if version is None:
+            version = register_embedder(
+                resources["mlflow"],
+                weights_path=str(weights) if weights else None,
+                max_seq_length=max_seq_length,
+                description=description,
+            )
+            console.print(f"registered candidate version {version}")
+        decision = promote(
+            version,
+            queries,
+            resources["mlflow"],
+            resources["lancedb"],
+            resources["lakehouse"],
+            resources["embedder"],
+            quality=resources["quality"],
+            tolerance=evaluation.promotion_tolerance if tolerance is None else tolerance,
+            mode=evaluation.promotion_mode,
+            k=evaluation.k,
+        )
+    except (LookupError, ValueError, OSError) as exc:
+        raise _fail(exc) from None
+    if as_json:
+        typer.echo(json.dumps(decision.to_dict(), indent=2))
+    else:
+        verdict = "[green]promoted[/green]" if decision.promoted else "[red]refused[/red]"
+        console.print(
+            f"candidate v{decision.candidate_version} {verdict}: {decision.mode} nDCG@10 "
+            f"{decision.candidate_ndcg:.4f} vs champion v{decision.champion_version} "
+            f"{decision.champion_ndcg:.4f} (tolerance {decision.tolerance}); "
+            f"MLflow run {decision.mlflow_run_id}"
+        )
+    if not decision.promoted:
+        raise typer.Exit(1)
+
+
+@models_app.command("rollback")
+def models_rollback() -> None:
+    """Move `champion` and the active index back to the previous champion (serving follows at once)."""
+    from models.promotion import rollback
+    from resources import build_resources
+
+    resources = build_resources(get_settings())
+    try:
+        previous, current = rollback(resources["mlflow"], resources["lancedb"])
+    except (LookupError, ValueError) as exc:
+        raise _fail(exc) from None
+    console.print(f"champion: v{previous} → v{current}")
+
+
+@prompts_app.command("list")
+def prompts_list(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """Registered prompts, their versions and aliases."""
+    from models.prompt_registry import list_prompts
+    from resources import build_resources
+
+    prompts = list_prompts(build_resources(get_settings())["mlflow"])
+    if as_json:
+        typer.echo(json.dumps(prompts, indent=2))
+        return
+    table = Table(title="prompts")
+    for column in ("name", "version", "aliases", "sha256", "message"):
+        table.add_column(column)
+    for prompt in prompts:
+        for v in prompt["versions"]:
+            aliases = ", ".join(v["aliases"])
+            table.add_row(prompt["name"], str(v["version"]), aliases, v["sha256"][:12], v["message"])
+    console.print(table if prompts else "no registered prompts: run `groundwork prompts sync`")
+
+
+@prompts_app.command("show")
+def prompts_show(
+    name: str,
+    alias: Annotated[str, typer.Option(help="Alias to resolve")] = "production",
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """The template that NAME's alias (default `production`) points at."""
+    from models.prompt_registry import load_prompt
+    from resources import build_resources
+
+    try:
+        prompt = load_prompt(build_resources(get_settings())["mlflow"], name, alias)
+    except LookupError as exc:
+        raise _fail(exc) from None
+    if as_json:
+        out = {"name": prompt.name, "version": prompt.version, "alias": prompt.alias}
+        typer.echo(json.dumps({**out, "variables": prompt.variables, "template": prompt.template}, indent=2))
+        return
+    console.rule(f"[bold]{prompt.name}[/bold] v{prompt.version} @{prompt.alias}", align="left")
+    console.print(prompt.template, markup=False, highlight=False)
+
+
+@prompts_app.command("sync")
+def prompts_sync() -> None:
+    """Register the templates in models/prompts/ whose text changed; `production` moves to new versions."""
+    from models.prompt_registry import sync_prompts
+    from resources import build_resources
+
+    for info in sync_prompts(build_resources(get_settings())["mlflow"]):
+        state = "new version" if info.changed else "unchanged"
+        console.print(f"{info.name}: v{info.version} ({state}), {info.alias} → v{info.version}")
+
+
+# ---- end of the MLflow block ---------------------------------------------------------------------
 
 
 if __name__ == "__main__":

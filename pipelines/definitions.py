@@ -7,6 +7,8 @@ from dagster import Definitions, in_process_executor, load_assets_from_modules
 from assets.chunks import assets as chunk_assets
 from assets.documents import assets as document_assets
 from assets.embeddings import assets as embedding_assets
+from assets.evaluation import assets as evaluation_assets
+from assets.prompts import assets as prompt_assets
 from assets.structured.assets import structured_assets
 from pipelines.jobs import main_job
 from pipelines.schedules import nightly_refresh
@@ -18,7 +20,9 @@ from resources import Settings, build_resources, get_settings
 def all_assets(settings: Settings | None = None) -> list:
     settings = settings or get_settings()
     return [
-        *load_assets_from_modules([document_assets, chunk_assets, embedding_assets]),
+        *load_assets_from_modules(
+            [document_assets, chunk_assets, embedding_assets, evaluation_assets, prompt_assets]
+        ),
         *structured_assets(settings.sources_file),
     ]
 

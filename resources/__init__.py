@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 from resources.embedder import EmbedderResource
+from resources.evaluation import EvaluationResource
 from resources.lakehouse import LakehouseResource
 from resources.privacy import PrivacyResource
 from resources.quality import QualityResource
@@ -18,6 +19,7 @@ from resources.vectorstore import LanceDBResource
 
 __all__ = [
     "EmbedderResource",
+    "EvaluationResource",
     "LakehouseResource",
     "LanceDBResource",
     "MLflowResource",
@@ -57,8 +59,20 @@ def build_resources(settings: Settings | None = None) -> dict[str, Any]:
             batch_size=s.embedding_batch_size,
             chunk_max_tokens=s.chunk_max_tokens,
             chunk_overlap_tokens=s.chunk_overlap_tokens,
+            registry_alias=s.embedding_model_alias,
         ),
         "quality": QualityResource(gx_root=str(s.gx_root)),
         "privacy": PrivacyResource(key_file=str(s.home / "secrets" / "pii.key")),
-        "mlflow": MLflowResource(tracking_uri=s.mlflow_tracking_uri, registry_uri=s.mlflow_registry_uri),
+        "mlflow": MLflowResource(
+            tracking_uri=s.mlflow_tracking_uri,
+            registry_uri=s.mlflow_registry_uri,
+            artifact_uri=s.mlflow_artifact_uri,
+            embedding_model=s.embedding_registered_model,
+        ),
+        "evaluation": EvaluationResource(
+            gold_file=str(s.eval_gold_file),
+            k=s.eval_k,
+            promotion_mode=s.promotion_eval_mode,
+            promotion_tolerance=s.promotion_tolerance,
+        ),
     }

@@ -44,11 +44,14 @@ def resolve_device(requested: str = "auto") -> str:
 
 
 @functools.lru_cache(maxsize=4)
-def load_model(model_path: str, device: str):
-    """Load once per process and device; fp16 on GPU halves memory and roughly doubles throughput."""
+def load_model(model_path: str, device: str, max_seq_length: int = 0):
+    """Load once per process, device and sequence limit; fp16 on GPU halves memory and roughly doubles
+    throughput. ``max_seq_length`` > 0 truncates inputs further than the model's own limit."""
     from sentence_transformers import SentenceTransformer
 
     model = SentenceTransformer(model_path, device=device, local_files_only=True)
+    if max_seq_length > 0:
+        model.max_seq_length = max_seq_length
     if device.startswith("cuda"):
         model.half()
     model.eval()
@@ -57,11 +60,17 @@ def load_model(model_path: str, device: str):
 
 
 class EmbedderResource(ConfigurableResource):
-    """Turns text into unit-length vectors; the model's name and version travel with every vector."""
+    """Turns text into unit-length vectors; the model's name and version travel with every vector.
+
+    With ``registry_alias`` set, pipelines and serving use the model version that alias points at in
+    the MLflow registry (``models.model_registry.resolve_embedder``) instead of these fields as given.
+    """
 
     model_name: str = MODEL_NAME
     model_path: str = ""
     model_version: str = ""
+    max_seq_length_override: int = 0
+    registry_alias: str = ""
     device: str = "auto"
     batch_size: int = 64
     gpu_batch_size: int = 256
@@ -85,7 +94,7 @@ class EmbedderResource(ConfigurableResource):
         return resolve_device(self.device)
 
     def model(self):
-        return load_model(self.path, self.resolved_device())
+        return load_model(self.path, self.resolved_device(), self.max_seq_length_override)
 
     @property
     def dimension(self) -> int:

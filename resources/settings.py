@@ -64,6 +64,15 @@ class Settings(BaseSettings):
     llm_model: str = ""
     llm_api_key: SecretStr | None = None
     llm_timeout_seconds: float = 60.0
+    # MLflow: the embedding model's registered name and the alias pipelines and serving resolve;
+    # the retrieval gold set, and how much nDCG@10 a candidate may lose and still replace the champion.
+    mlflow_artifact_uri: str = ""
+    embedding_registered_model: str = "groundwork-embedder"
+    embedding_model_alias: str = "champion"
+    eval_gold_file: Path = SAMPLES_DIR / "gold" / "questions.jsonl"
+    eval_k: int = 5
+    promotion_eval_mode: str = "vector"
+    promotion_tolerance: float = 0.0
 
     @model_validator(mode="after")
     def _default_locations(self) -> Settings:
@@ -77,6 +86,7 @@ class Settings(BaseSettings):
             self.mlflow_tracking_uri or f"sqlite:///{self.home / 'mlflow' / 'mlflow.db'}"
         )
         self.mlflow_registry_uri = self.mlflow_registry_uri or self.mlflow_tracking_uri
+        self.mlflow_artifact_uri = self.mlflow_artifact_uri or str(self.home / "mlflow" / "artifacts")
         self.gx_root = (self.gx_root or self.home / "gx").expanduser().resolve()
         self.dagster_home = (self.dagster_home or self.home / "dagster").expanduser().resolve()
         self.serve_keys_file = (self.serve_keys_file or self.home / "serving" / "api_keys.db").expanduser()

@@ -8,8 +8,12 @@ from dagster import ConfigurableResource
 
 
 class MLflowResource(ConfigurableResource):
+    """The tracking store, the registry, where run artifacts go, and the embedding model's registered name."""
+
     tracking_uri: str
     registry_uri: str = ""
+    artifact_uri: str = ""
+    embedding_model: str = "groundwork-embedder"
 
     def configure(self):
         """Point the mlflow module at this store (creating the SQLite folder) and return it."""
@@ -20,3 +24,26 @@ class MLflowResource(ConfigurableResource):
         mlflow.set_tracking_uri(self.tracking_uri)
         mlflow.set_registry_uri(self.registry_uri or self.tracking_uri)
         return mlflow
+
+    def client(self):
+        """A client bound to this store (not to whatever the mlflow module points at)."""
+        from mlflow import MlflowClient
+
+        self.configure()
+        return MlflowClient(
+            tracking_uri=self.tracking_uri, registry_uri=self.registry_uri or self.tracking_uri
+        )
+
+    def experiment_id(self, name: str) -> str:
+        """The experiment ``name``, created with its artifacts under ``artifact_uri`` (never ./mlruns)."""
+        client = self.client()
+        existing = client.get_experiment_by_name(name)
+        if existing is not None:
+            return existing.experiment_id
+        location = None
+        if self.artifact_uri:
+            location = f"{self.artifact_uri.rstrip('/')}/{name}"
+            if "://" not in location:
+                Path(location).mkdir(parents=True, exist_ok=True)
+                location = Path(location).resolve().as_uri()
+        return client.create_experiment(name, artifact_location=location)

@@ -171,9 +171,12 @@ class Searcher:
         table_name: str,
         embedder: EmbedderResource | Sequence[EmbedderResource],
         refresh_seconds: float = 0.0,
+        physical: str = "",
     ):
+        """``physical`` pins one model's table (a promotion candidate) instead of following the active one."""
         self.db = db
         self.logical = table_name
+        self.physical = physical
         embedders = embedder if isinstance(embedder, Sequence) else [embedder]
         self.embedders = {e.model_id: e for e in embedders}
         self.refresh_seconds = refresh_seconds
@@ -204,7 +207,7 @@ class Searcher:
         now = time.monotonic()
         with self._lock:
             if force or self._state is None or now - self._checked_at >= self.refresh_seconds:
-                name = active_table_name(self.db, self.logical)
+                name = self.physical or active_table_name(self.db, self.logical)
                 if name is None:
                     raise LookupError(f"no LanceDB index {self.logical!r}: run `groundwork run` first")
                 if self.table is None or self.table.name != name:

@@ -7,6 +7,7 @@ import pytest
 from conftest import materialized, run_all
 
 from assets.embeddings.index import activation_history, active_table_name, open_active, rollback
+from models.model_registry import resolve_embedder
 from quality import suites
 from resources import EmbedderResource, build_resources
 from serving.search import ModelMismatchError, Searcher
@@ -17,9 +18,12 @@ CANDIDATE = EmbedderResource(model_version="2.0.0-candidate")
 
 def test_new_model_builds_beside_switches_and_rolls_back(small_home):
     settings = small_home
-    db = build_resources(settings)["lancedb"].connect()
+    resources = build_resources(settings)
+    db = resources["lancedb"].connect()
     first = materialized(run_all(settings))
     champion = active_table_name(db, settings.embeddings_table)
+    # The pipeline resolved the registry's champion; CANDIDATE is pinned (no registry alias).
+    registered = resolve_embedder(resources["mlflow"], resources["embedder"])
     assert champion == first["chunk_embeddings"]["lancedb_table"]
 
     second = materialized(run_all(settings, embedder=CANDIDATE))
@@ -30,12 +34,12 @@ def test_new_model_builds_beside_switches_and_rolls_back(small_home):
     assert db.open_table(champion).count_rows() == first["chunk_embeddings"]["dagster/row_count"]  # kept
 
     with pytest.raises(ModelMismatchError):
-        Searcher(db, settings.embeddings_table, EmbedderResource())
+        Searcher(db, settings.embeddings_table, registered)
     assert Searcher(db, settings.embeddings_table, CANDIDATE).search("return window", k=1)
 
     assert rollback(db, settings.embeddings_table) == champion
     assert open_active(db, settings.embeddings_table).name == champion
-    assert Searcher(db, settings.embeddings_table, EmbedderResource()).search("return window", k=1)
+    assert Searcher(db, settings.embeddings_table, registered).search("return window", k=1)
     assert [r["table_name"] for r in activation_history(db, settings.embeddings_table)] == [
         champion,
         candidate,

@@ -15,6 +15,7 @@ from assets.quarantine import last_ingestion_runs, read_quarantine
 from resources import build_resources
 from resources.lakehouse import read_table, table_version
 from resources.settings import SAMPLES_DIR
+from serving.champion import champion_searcher
 from serving.search import Searcher
 
 pytestmark = pytest.mark.slow
@@ -121,16 +122,17 @@ def test_lancedb_holds_one_row_per_gold_chunk(sample_pipeline: PipelineRuns):
     assert indexed.chunk_id.is_unique
     assert gold.token_count.max() <= 200
     assert len(indexed.vector.iloc[0]) == 384
-    assert (indexed.model_name == "all-MiniLM-L6-v2").all()
+    assert (indexed.model_name == sample_pipeline.settings.embedding_registered_model).all()
+    assert (
+        indexed.model_version == sample_pipeline.first["chunk_embeddings"]["model_registry_version"]
+    ).all()
 
 
 @pytest.mark.parametrize("question", EXPECTED_QUESTIONS, ids=lambda q: q["relevant"][0])
 @pytest.mark.parametrize("mode", ["vector", "hybrid"])
 def test_sample_questions_find_their_document_in_top_3(sample_pipeline: PipelineRuns, question, mode):
     resources = build_resources(sample_pipeline.settings)
-    searcher = Searcher(
-        resources["lancedb"].connect(), sample_pipeline.settings.embeddings_table, resources["embedder"]
-    )
+    searcher = champion_searcher(resources, sample_pipeline.settings.embeddings_table)
     hits = searcher.search(question["query"], k=3, mode=mode)
     assert {h.path for h in hits} & set(question["relevant"]), [h.path for h in hits]
 
@@ -183,7 +185,7 @@ def test_queries_with_another_model_are_refused(sample_pipeline: PipelineRuns):
     from serving.search import ModelMismatchError
 
     db = build_resources(sample_pipeline.settings)["lancedb"].connect()
-    with pytest.raises(ModelMismatchError, match="was built with all-MiniLM-L6-v2@"):
+    with pytest.raises(ModelMismatchError, match="was built with groundwork-embedder@1"):
         Searcher(db, sample_pipeline.settings.embeddings_table, EmbedderResource(model_version="9.9.9"))
 
 

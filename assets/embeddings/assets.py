@@ -7,9 +7,10 @@ from dagster import AssetExecutionContext, MaterializeResult, MetadataValue, ass
 from assets.automation import DOWNSTREAM_OF_BRONZE
 from assets.chunks.assets import document_chunks
 from assets.embeddings.index import sync_embeddings
+from models.model_registry import model_info, pipeline_embedder
 from quality import suites
 from quality.checks import embedding_frame
-from resources import EmbedderResource, LakehouseResource, LanceDBResource, QualityResource
+from resources import EmbedderResource, LakehouseResource, LanceDBResource, MLflowResource, QualityResource
 from resources.lakehouse import read_table
 
 
@@ -26,12 +27,17 @@ def chunk_embeddings(
     lancedb: LanceDBResource,
     embedder: EmbedderResource,
     quality: QualityResource,
+    mlflow: MLflowResource,
 ) -> MaterializeResult:
     """One vector per gold chunk: only new or changed chunks are embedded, and removed ones deleted.
 
-    A new model builds its own table beside the current one; serving switches to it only after the
-    embeddings suite passes on it, and the old table stays for rollback.
+    The model is the MLflow registry version behind the embedder's alias (``champion``). A new model
+    builds its own table beside the current one; serving switches to it only after the embeddings
+    suite passes on it, and the old table stays for rollback.
     """
+    template = embedder
+    embedder = pipeline_embedder(mlflow, template)
+    registry = model_info(mlflow, embedder) if template.registry_alias else {}
     gold_path = lakehouse.table_path("document_chunks")
     gold_version = lakehouse.version("document_chunks")
     gold = read_table(gold_path)
@@ -63,6 +69,7 @@ def chunk_embeddings(
         vector_index_min_rows=lancedb.vector_index_min_rows,
         keep_versions=timedelta(days=lancedb.keep_versions_days),
         validate=validate_candidate,
+        model_info=registry,
     )
     context.log.info(
         "chunk_embeddings: embedded %d chunks in %.1fs on %s, deleted %d, table holds %d",
@@ -83,6 +90,8 @@ def chunk_embeddings(
             "lancedb_table": result.table_name,
             "activated": result.activated,
             "model": embedder.model_id,
+            "model_registry_version": registry.get("registry_version", ""),
+            "model_alias": template.registry_alias,
             "device": embedder.resolved_device(),
             "gold_delta_version": gold_version,
         }

@@ -46,7 +46,9 @@ INDEXED_COLUMNS = [
 OPTIONAL_INDEXED_COLUMNS = ["media_type"]
 
 
-def embeddings_schema(dimension: int, model_id: str) -> pa.Schema:
+def embeddings_schema(dimension: int, model_id: str, model_info: dict | None = None) -> pa.Schema:
+    """``model_info`` (e.g. the MLflow registry name and version) is kept in the table's metadata."""
+    identity = {**(model_info or {}), "model_id": model_id, "dimension": dimension}
     return pa.schema(
         [
             pa.field("chunk_id", pa.string(), nullable=False),
@@ -66,7 +68,7 @@ def embeddings_schema(dimension: int, model_id: str) -> pa.Schema:
             pa.field("model_version", pa.string()),
             pa.field("created_at", pa.timestamp("us", tz="UTC")),
         ],
-        metadata={MODEL_METADATA_KEY: json.dumps({"model_id": model_id, "dimension": dimension}).encode()},
+        metadata={MODEL_METADATA_KEY: json.dumps(identity).encode()},
     )
 
 
@@ -165,7 +167,9 @@ class SyncResult:
     activated: bool = False
 
 
-def open_or_create(db: lancedb.DBConnection, name: str, dimension: int, model_id: str) -> lancedb.table.Table:
+def open_or_create(
+    db: lancedb.DBConnection, name: str, dimension: int, model_id: str, model_info: dict | None = None
+) -> lancedb.table.Table:
     if name in db.list_tables().tables:
         table = db.open_table(name)
         built_with = table_model(table).get("model_id")
@@ -175,7 +179,7 @@ def open_or_create(db: lancedb.DBConnection, name: str, dimension: int, model_id
                 "a model change builds a new table"
             )
         return table
-    return db.create_table(name, schema=embeddings_schema(dimension, model_id))
+    return db.create_table(name, schema=embeddings_schema(dimension, model_id, model_info))
 
 
 def sync_embeddings(
@@ -190,15 +194,18 @@ def sync_embeddings(
     vector_index_min_rows: int = 10_000,
     keep_versions: timedelta = timedelta(days=7),
     validate: Callable[[lancedb.table.Table], bool] | None = None,
+    activate_new: bool = True,
+    model_info: dict | None = None,
 ) -> SyncResult:
     """Bring this model's table of index ``name`` in line with ``gold`` and make sure serving reads it.
 
     Embeds new or changed chunks and deletes stale ones. When the model's table is not the active one
-    (the first build, or a model change), it is activated only if ``validate`` accepts it.
+    (the first build, or a model change), it is activated only if ``validate`` accepts it; with
+    ``activate_new`` false it is only built (a promotion candidate, activated after its evaluation).
     """
     model_id = f"{model_name}@{model_version}"
     physical = model_table_name(name, model_id)
-    table = open_or_create(db, physical, dimension, model_id)
+    table = open_or_create(db, physical, dimension, model_id, model_info)
     indexed = (
         table.search().select(["chunk_id", "content_hash"]).limit(None).to_arrow()
         if table.count_rows()
@@ -246,7 +253,7 @@ def sync_embeddings(
         maintain_indexes(table, vector_index_min_rows, keep_versions)
     activated = False
     current = active_table_name(db, name)
-    if current != physical:
+    if current != physical and activate_new:
         if validate is not None and not validate(table):
             raise CandidateRejectedError(f"{physical} failed validation; serving stays on {current}")
         activate(db, name, physical)

