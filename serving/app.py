@@ -137,8 +137,23 @@ class Service:
                         self.settings.embeddings_table,
                         self.embedders,
                         refresh_seconds=self.settings.serve_refresh_seconds,
+                        resolve=self.registered_embedder,
                     )
         return self._searcher
+
+    def registered_embedder(self, model_id: str):
+        """The embedder of a model id ``<registered name>@<version>`` from the MLflow model registry, so a
+        promotion or rollback is followed without a restart; None when the registry does not know it."""
+        from models.model_registry import resolve_embedder
+
+        name, _, version = model_id.rpartition("@")
+        if self.tracking is None or not self.embedders or name != self.tracking.embedding_model:
+            return None
+        try:
+            return resolve_embedder(self.tracking, self.embedders[0], version=version)
+        except Exception as exc:  # an unknown version, or the registry unreachable: 503 says why
+            log.warning("cannot resolve embedding model %s from the registry: %s", model_id, exc)
+            return None
 
     def index(self) -> tuple[Searcher, IndexState]:
         """Searcher and active-table state, or 503 when there is no index or no embedder for its model."""

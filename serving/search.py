@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -172,11 +172,14 @@ class Searcher:
         embedder: EmbedderResource | Sequence[EmbedderResource],
         refresh_seconds: float = 0.0,
         physical: str = "",
+        resolve: Callable[[str], EmbedderResource | None] | None = None,
     ):
-        """``physical`` pins one model's table (a promotion candidate) instead of following the active one."""
+        """``physical`` pins one model's table (a promotion candidate) instead of following the active one;
+        ``resolve`` finds the embedder of a model id not given (the MLflow registry, after a promotion)."""
         self.db = db
         self.logical = table_name
         self.physical = physical
+        self.resolve = resolve
         embedders = embedder if isinstance(embedder, Sequence) else [embedder]
         self.embedders = {e.model_id: e for e in embedders}
         self.refresh_seconds = refresh_seconds
@@ -191,6 +194,12 @@ class Searcher:
         """The embedder of the active table's model (raises ModelMismatchError when none is loaded)."""
         state = self.state()
         found = self.embedders.get(state.model_id)
+        if found is None and self.resolve is not None:
+            found = self.resolve(state.model_id)
+            if found is not None and found.model_id == state.model_id:
+                self.embedders[state.model_id] = found
+            else:
+                found = None
         if found is None:
             raise ModelMismatchError(
                 f"index {self.logical!r} ({state.table_name}) was built with {state.model_id}; queries "
