@@ -22,10 +22,23 @@ LANDED_SCHEMA = T.StructType(
 )
 
 
-def _filesystem(root: str) -> tuple[pafs.FileSystem, str]:
+def filesystem(root: str) -> tuple[pafs.FileSystem, str]:
     if "://" not in root:
         return pafs.LocalFileSystem(), root
-    return pafs.FileSystem.from_uri(root.replace("s3a://", "s3://", 1))
+    if root.startswith(("s3://", "s3a://")):
+        # Runs in Spark's Python workers too, so the endpoint comes from the environment's settings;
+        # credentials from AWS's standard chain.
+        from resources.settings import get_settings
+
+        settings = get_settings()
+        endpoint = settings.s3_endpoint_url
+        fs = pafs.S3FileSystem(
+            region=settings.s3_region,
+            endpoint_override=endpoint.split("://", 1)[-1] if endpoint else None,
+            scheme=endpoint.split("://", 1)[0] if endpoint else "https",
+        )
+        return fs, root.split("://", 1)[1]
+    return pafs.FileSystem.from_uri(root)
 
 
 def list_landing(root: str) -> pd.DataFrame:
@@ -33,7 +46,7 @@ def list_landing(root: str) -> pd.DataFrame:
 
     Hidden files (``.name``) and sidecars being written (``_name``) are skipped.
     """
-    fs, base = _filesystem(root)
+    fs, base = filesystem(root)
     base = base.rstrip("/")
     rows = []
     info = fs.get_file_info(base)
@@ -51,6 +64,6 @@ def list_landing(root: str) -> pd.DataFrame:
 
 
 def read_bytes(uri: str) -> bytes:
-    fs, path = _filesystem(uri)
+    fs, path = filesystem(uri)
     with fs.open_input_stream(path) as stream:
         return stream.read()

@@ -37,6 +37,8 @@ class LakehouseResource(ConfigurableResource):
     landing_uri: str
     delta_uri: str
     checkpoint_uri: str
+    # delta-rs options for object storage (endpoint, region, credentials); empty on a local disk.
+    storage_options: dict[str, str] = {}  # noqa: RUF012  (pydantic copies field defaults)
 
     def landing_path(self, source: str) -> str:
         return f"{self.landing_uri.rstrip('/')}/{source}"
@@ -48,16 +50,20 @@ class LakehouseResource(ConfigurableResource):
         return f"{self.checkpoint_uri.rstrip('/')}/{name}"
 
     def exists(self, name: str) -> bool:
-        return table_version(self.table_path(name)) is not None
+        return table_version(self.table_path(name), self.storage_options) is not None
 
     def read(self, spark: SparkSession, name: str) -> DataFrame:
         return spark.read.format("delta").load(self.table_path(name))
 
     def version(self, name: str) -> int | None:
-        return table_version(self.table_path(name))
+        return table_version(self.table_path(name), self.storage_options)
 
     def info(self, name: str) -> TableInfo | None:
-        return table_info(name, self.table_path(name))
+        return table_info(name, self.table_path(name), self.storage_options)
+
+    def read_arrow(self, name: str, columns: list[str] | None = None) -> pa.Table:
+        """A (small) table into Arrow without Spark."""
+        return read_table(self.table_path(name), columns, self.storage_options)
 
     def append(self, df: DataFrame, name: str, properties: dict[str, str] | None = None) -> int:
         """Append rows (creating the table on first write); returns the new Delta version."""
@@ -107,17 +113,33 @@ class LakehouseResource(ConfigurableResource):
         return table_version(path) or 0
 
 
-def table_version(path: str) -> int | None:
+def storage_options_for(path: str, storage_options: dict[str, str] | None = None) -> dict[str, str] | None:
+    """The delta-rs options for ``path``: those given, else (for object storage) the settings' ones."""
+    if storage_options:
+        return storage_options
+    if path.startswith(("s3://", "s3a://")):
+        from resources.settings import get_settings
+
+        return get_settings().object_store_options() or None
+    return None
+
+
+def open_delta(path: str, storage_options: dict[str, str] | None = None) -> RsDeltaTable:
+    """A Delta table through delta-rs (no JVM); object-store paths get their storage options."""
+    return RsDeltaTable(path, storage_options=storage_options_for(path, storage_options))
+
+
+def table_version(path: str, storage_options: dict[str, str] | None = None) -> int | None:
     """The table's current Delta version, or None where no table exists yet (no JVM needed)."""
     try:
-        return RsDeltaTable(path).version()
+        return open_delta(path, storage_options).version()
     except TableNotFoundError:
         return None
 
 
-def table_info(name: str, path: str) -> TableInfo | None:
+def table_info(name: str, path: str, storage_options: dict[str, str] | None = None) -> TableInfo | None:
     try:
-        table = RsDeltaTable(path)
+        table = open_delta(path, storage_options)
     except TableNotFoundError:
         return None
     history = table.history(1)
@@ -126,9 +148,11 @@ def table_info(name: str, path: str) -> TableInfo | None:
     return TableInfo(name, path, table.version(), rows, updated)
 
 
-def read_table(path: str, columns: list[str] | None = None) -> pa.Table:
+def read_table(
+    path: str, columns: list[str] | None = None, storage_options: dict[str, str] | None = None
+) -> pa.Table:
     """Read a (small) Delta table into Arrow without Spark."""
-    return RsDeltaTable(path).to_pyarrow_dataset().to_table(columns=columns)
+    return open_delta(path, storage_options).to_pyarrow_dataset().to_table(columns=columns)
 
 
 def local_path(uri: str) -> Path | None:
