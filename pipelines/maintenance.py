@@ -53,9 +53,9 @@ def delta_tables(delta_uri: str) -> list[str]:
         return []
     names = []
     for entry in fs.get_file_info(pafs.FileSelector(base)):
-        if entry.type == pafs.FileType.Directory:
-            if fs.get_file_info(f"{entry.path}/_delta_log").type == pafs.FileType.Directory:
-                names.append(entry.path.rstrip("/").rsplit("/", 1)[-1])
+        is_dir = entry.type == pafs.FileType.Directory
+        if is_dir and fs.get_file_info(f"{entry.path}/_delta_log").type == pafs.FileType.Directory:
+            names.append(entry.path.rstrip("/").rsplit("/", 1)[-1])
     return sorted(names)
 
 

@@ -8,6 +8,7 @@ from typing import Any
 from assets.embeddings.index import open_active
 from assets.quarantine import QUARANTINE_TABLE
 from assets.structured.contracts import load_sources
+from pipelines.failures import recent_failures
 from resources import build_resources
 from resources.lakehouse import read_table
 from resources.settings import Settings
@@ -66,4 +67,9 @@ def collect_status(settings: Settings) -> dict[str, Any]:
             quarantine.append(
                 {"source": source, "rows": len(group), "latest_reason": group["reason"].iloc[-1]}
             )
-    return {"home": str(settings.home), "tables": tables, "quarantine": quarantine}
+    return {
+        "home": str(settings.home),
+        "tables": tables,
+        "quarantine": quarantine,
+        "failures": recent_failures(settings, limit=5),
+    }

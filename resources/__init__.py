@@ -52,6 +52,7 @@ def build_resources(settings: Settings | None = None) -> dict[str, Any]:
             delta_uri=s.delta_uri,
             checkpoint_uri=s.checkpoint_uri,
             storage_options=object_store,
+            vacuum_retain_hours=s.delta_vacuum_retain_hours,
         ),
         "lancedb": LanceDBResource(
             uri=s.lancedb_uri,

@@ -37,8 +37,10 @@ class LakehouseResource(ConfigurableResource):
     landing_uri: str
     delta_uri: str
     checkpoint_uri: str
-    # delta-rs options for object storage (endpoint, region, credentials); empty on a local disk.
+    # delta-rs options for object storage (endpoint, region); empty on a local disk.
     storage_options: dict[str, str] = {}  # noqa: RUF012  (pydantic copies field defaults)
+    # VACUUM keeps files that any version younger than this still needs (maintenance job).
+    vacuum_retain_hours: float = 168.0
 
     def landing_path(self, source: str) -> str:
         return f"{self.landing_uri.rstrip('/')}/{source}"

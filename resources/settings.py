@@ -48,6 +48,9 @@ class Settings(BaseSettings):
     # Maintenance (pipelines/maintenance.py). Delta refuses VACUUM below 168 h unless told otherwise:
     # a shorter retention can delete files that a long-running reader or writer still needs.
     delta_vacuum_retain_hours: float = 168.0
+    # Transient failures (pipelines/retries.py): retries, and the base of the exponential backoff.
+    retry_max_retries: int = 3
+    retry_delay_seconds: float = 2.0
     # Object storage (S3 or an S3-compatible endpoint such as MinIO). Credentials are not settings: every
     # engine (Spark's s3a, delta-rs, LanceDB, Arrow) reads them from AWS's standard chain (the
     # AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY variables, a profile, an instance role), so they never

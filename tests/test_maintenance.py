@@ -1,16 +1,25 @@
-"""Maintenance on the real engines: Delta OPTIMIZE + VACUUM, LanceDB compaction and version cleanup."""
+"""Maintenance on the real engines: Delta OPTIMIZE + VACUUM, LanceDB compaction and version cleanup;
+the nightly validation and maintenance jobs through Dagster over a small real pipeline.
+"""
 
 from __future__ import annotations
 
 import logging
+import shutil
 from datetime import timedelta
 from pathlib import Path
 
 import lancedb
 import numpy as np
 import pyarrow as pa
+import pytest
+from conftest import make_settings, run_all
+from dagster import DagsterEventType, DagsterInstance, DefaultScheduleStatus
+from deltalake import DeltaTable, write_deltalake
 
-from assets.embeddings.index import embeddings_schema, model_table_name
+from assets.embeddings.index import embeddings_schema, model_table_name, open_active
+from pipelines.definitions import build_definitions
+from pipelines.jobs import MAINTENANCE_JOB, VALIDATION_JOB
 from pipelines.maintenance import (
     RETENTION_CHECK,
     delta_tables,
@@ -18,7 +27,9 @@ from pipelines.maintenance import (
     maintain_lancedb,
     optimize_and_vacuum,
 )
-from resources.lakehouse import read_table
+from quality.checks import quality_checks
+from resources.lakehouse import read_table, table_version
+from resources.settings import SAMPLES_DIR
 
 
 def _parquet_files(path: Path) -> set[str]:
@@ -27,9 +38,8 @@ def _parquet_files(path: Path) -> set[str]:
 
 def _small_appends(spark, path: Path, batches: int = 4) -> None:
     for i in range(batches):
-        spark.range(i * 10, (i + 1) * 10).selectExpr("id", "cast(id as string) as name").coalesce(
-            1
-        ).write.format("delta").mode("append").save(str(path))
+        batch = spark.range(i * 10, (i + 1) * 10).selectExpr("id", "cast(id as string) as name")
+        batch.coalesce(1).write.format("delta").mode("append").save(str(path))
 
 
 def test_optimize_and_vacuum_compacts_and_deletes_old_files(spark, tmp_path, caplog):
@@ -105,3 +115,86 @@ def test_maintain_lancedb_cleans_old_versions_and_keeps_data(tmp_path):
     assert table.to_arrow().sort_by("chunk_id").equals(before)
     assert {"FTS", "INVERTED"} & {str(i.index_type).upper() for i in table.list_indices()}
     assert table.search("text", query_type="fts").limit(1).to_list()
+
+
+# --- the Dagster jobs over a real (small) pipeline: nightly validation and maintenance ---------------
+
+
+@pytest.fixture(scope="module")
+def small_pipeline(tmp_path_factory, spark):
+    """Three documents materialized twice (so every table has several versions and files)."""
+    settings = make_settings(tmp_path_factory.mktemp("maint") / "home", delta_vacuum_retain_hours=0)
+    docs = Path(settings.documents_landing)
+    for relative in ["policies/return-policy.md", "policies/shipping-policy.md", "faq/gift-cards.md"]:
+        (docs / relative).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(SAMPLES_DIR / "documents" / relative, docs / relative)
+    assert run_all(settings).success
+    (docs / "faq/gift-cards.md").write_text("# Gift cards\n\nGift cards never expire and work online.\n")
+    assert run_all(settings).success
+    return settings
+
+
+def _check_results(result) -> dict[str, bool]:
+    return {
+        e.asset_check_evaluation_data.check_name: e.asset_check_evaluation_data.passed
+        for e in result.all_events
+        if e.event_type == DagsterEventType.ASSET_CHECK_EVALUATION
+    }
+
+
+def _run(settings, job_name: str):
+    defs = build_definitions(settings)
+    return defs.resolve_job_def(job_name).execute_in_process(instance=DagsterInstance.ephemeral())
+
+
+def test_nightly_validation_checks_every_table_without_rebuilding(small_pipeline):
+    gold_version = table_version(f"{small_pipeline.delta_uri}/document_chunks")
+    result = _run(small_pipeline, VALIDATION_JOB)
+    assert result.success
+    checks = _check_results(result)
+    assert len(checks) == len(quality_checks(small_pipeline.sources_file))  # every blocking check ran
+    assert checks["document_chunks_expectations"] and checks["chunk_embeddings_expectations"]
+    assert not result.get_asset_materialization_events()
+    assert table_version(f"{small_pipeline.delta_uri}/document_chunks") == gold_version
+
+
+def test_maintenance_job_compacts_vacuums_and_keeps_data(small_pipeline):
+    delta = Path(small_pipeline.delta_uri)
+    gold = delta / "document_chunks"
+    rows_before = {t: read_table(str(delta / t)).num_rows for t in delta_tables(str(delta))}
+    gold_files_before = _parquet_files(gold)
+    db = lancedb.connect(small_pipeline.lancedb_uri)
+    index = open_active(db, small_pipeline.embeddings_table)
+    vectors_before = index.to_arrow().sort_by("chunk_id")
+    versions_before = len(index.list_versions())
+
+    result = _run(small_pipeline, MAINTENANCE_JOB)
+
+    assert result.success
+    assert len(_parquet_files(gold)) < len(gold_files_before)
+    operations = [h["operation"] for h in DeltaTable(str(gold)).history()]
+    assert {"OPTIMIZE", "VACUUM START", "VACUUM END"} <= set(operations)
+    assert {t: read_table(str(delta / t)).num_rows for t in rows_before} == rows_before
+    index = open_active(lancedb.connect(small_pipeline.lancedb_uri), small_pipeline.embeddings_table)
+    assert len(index.list_versions()) < versions_before
+    assert index.to_arrow().sort_by("chunk_id").equals(vectors_before)
+    # The tables still pass their suites after maintenance.
+    assert all(_check_results(_run(small_pipeline, VALIDATION_JOB)).values())
+
+
+def test_nightly_validation_fails_on_a_bad_current_table(small_pipeline):
+    """A duplicate chunk id written behind the pipeline's back is caught by the next nightly validation."""
+    gold = f"{small_pipeline.delta_uri}/document_chunks"
+    write_deltalake(gold, read_table(gold).slice(0, 1), mode="append")
+    result = _run(small_pipeline, VALIDATION_JOB)
+    checks = _check_results(result)
+    assert checks["document_chunks_expectations"] is False
+    assert checks["silver_documents_expectations"] is True
+
+
+def test_schedules_point_at_the_jobs():
+    defs = build_definitions(make_settings(Path("/tmp/unused-home")))
+    schedules = {s.name: s for s in defs.schedules}
+    assert schedules["nightly_validation"].job_name == VALIDATION_JOB
+    assert schedules["nightly_maintenance"].job_name == MAINTENANCE_JOB
+    assert schedules["nightly_maintenance"].default_status == DefaultScheduleStatus.RUNNING

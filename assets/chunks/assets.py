@@ -11,7 +11,9 @@ from pyspark.sql import types as T
 from assets.chunks.chunking import Chunker
 from assets.chunks.redaction import redact
 from assets.documents.assets import silver_documents
+from assets.freshness import SERVED_DATA_FRESHNESS
 from assets.metadata import column_lineage, delta_metadata
+from pipelines.retries import transient_retries
 from resources import EmbedderResource, LakehouseResource, SparkResource
 
 CHUNK_SCHEMA = T.StructType(
@@ -96,7 +98,13 @@ def chunk_documents(documents: DataFrame, model_path: str, max_tokens: int, over
     return documents.select(*columns).mapInPandas(chunk_batches, CHUNK_SCHEMA)
 
 
-@asset(group_name="gold", kinds={"spark", "delta"}, deps=[silver_documents])
+@asset(
+    group_name="gold",
+    kinds={"spark", "delta"},
+    deps=[silver_documents],
+    freshness_policy=SERVED_DATA_FRESHNESS,
+)
+@transient_retries
 def document_chunks(
     context: AssetExecutionContext,
     spark: SparkResource,

@@ -6,6 +6,8 @@ from dagster import AssetExecutionContext, MaterializeResult, MetadataValue, ass
 
 from assets.chunks.assets import document_chunks
 from assets.embeddings.index import sync_embeddings
+from assets.freshness import SERVED_DATA_FRESHNESS
+from pipelines.retries import transient_retries
 from quality import suites
 from quality.checks import embedding_frame
 from resources import EmbedderResource, LakehouseResource, LanceDBResource, QualityResource
@@ -17,7 +19,9 @@ from resources.lakehouse import read_table
     kinds={"lancedb", "pytorch"},
     deps=[document_chunks],
     pool="gpu",
+    freshness_policy=SERVED_DATA_FRESHNESS,
 )
+@transient_retries
 def chunk_embeddings(
     context: AssetExecutionContext,
     lakehouse: LakehouseResource,
