@@ -177,7 +177,7 @@ def test_gold_and_embeddings_have_freshness_policies_that_fail_when_stale(tmp_pa
         for key in served:
             instance.report_runless_asset_event(AssetMaterialization(key))
         origin = LoadableTargetOrigin(
-            python_module="pipelines.definitions", working_directory=str(PROJECT_ROOT)
+            module_name="pipelines.definitions", working_directory=str(PROJECT_ROOT), attribute="defs"
         )
         target = InProcessTestWorkspaceLoadTarget(InProcessCodeLocationOrigin(origin))
         with WorkspaceProcessContext(instance, target) as workspace:
