@@ -1,6 +1,9 @@
 """Jobs. The main job materializes every asset in-process, so one Spark session serves it; the nightly
 validation job runs every blocking quality check over the current tables; the maintenance job compacts
-and cleans the Delta and LanceDB tables. Every job retries transient failures with exponential backoff.
+and cleans the Delta and LanceDB tables.
+
+No job-wide ``op_retry_policy``: Dagster's policy retries every exception, bad data included. Steps retry
+through ``@transient_retries`` instead (transient errors only, with the policy's exponential backoff).
 """
 
 from datetime import timedelta
@@ -22,7 +25,6 @@ main_job = define_asset_job(
     MAIN_JOB,
     selection=AssetSelection.all(),
     description="Landing zone → bronze → silver → gold chunks → LanceDB embeddings, incrementally.",
-    op_retry_policy=ENGINE_RETRY_POLICY,
     tags=WRITES_TABLES_TAG,
 )
 
@@ -30,7 +32,6 @@ validation_job = define_asset_job(
     VALIDATION_JOB,
     selection=AssetSelection.all_asset_checks(),
     description="Every blocking Great Expectations check over the current tables, without rebuilding them.",
-    op_retry_policy=ENGINE_RETRY_POLICY,
 )
 
 

@@ -1,9 +1,11 @@
 """Retries for transient failures only: an engine that is briefly unreachable is retried with exponential
 backoff and jitter; bad data or a bug fails at once, with its cause, because retrying cannot fix it.
 
-``ENGINE_RETRY_POLICY`` is the job-wide policy (every step that raises an unclassified error is retried);
-``@transient_retries`` on an asset or op classifies its errors: transient → ``RetryRequested`` with the
-policy's backoff, anything else → ``Failure(allow_retries=False)`` carrying the error type and message.
+``@transient_retries`` on an asset, check or op classifies its errors: transient → ``RetryRequested``
+with the delay of ``retry_policy()`` (``Backoff.EXPONENTIAL``, ``Jitter.PLUS_MINUS``), anything else →
+``Failure(allow_retries=False)`` carrying the error type and message. ``ENGINE_RETRY_POLICY`` is the same
+policy for ops (a ``Failure(allow_retries=False)`` bypasses it). It is deliberately not set job-wide:
+Dagster's policy retries every exception, so a missing class or a bad row would be retried too.
 """
 
 from __future__ import annotations

@@ -22,6 +22,7 @@ from pyspark.sql import functions as F
 
 from assets.embeddings.index import open_active
 from assets.structured.contracts import SourceContract, load_sources
+from pipelines.retries import transient_retries
 from quality import suites
 from quality.validation import SuiteOutcome
 from resources import LakehouseResource, LanceDBResource, QualityResource, SparkResource
@@ -58,6 +59,7 @@ def make_check(table: str, loader: Loader, engine: str = "delta") -> AssetChecks
         blocking=True,
         description=f"Great Expectations suite for {table}; blocks downstream assets when it fails.",
     )
+    @transient_retries
     def check(
         context: AssetCheckExecutionContext,
         spark: SparkResource,

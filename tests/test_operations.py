@@ -6,6 +6,7 @@ import asyncio
 import json
 import time
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pyarrow as pa
 import pytest
@@ -30,7 +31,7 @@ from pipelines.cli import app, ensure_dagster_home
 from pipelines.definitions import build_definitions
 from pipelines.failures import recent_failures, record_pipeline_failures
 from pipelines.jobs import MAIN_JOB, main_job, maintenance_job
-from pipelines.retries import is_transient
+from pipelines.retries import is_transient, retry_policy
 from resources.settings import PROJECT_ROOT
 
 
@@ -60,12 +61,13 @@ def test_transient_errors_are_told_apart_from_bad_data(error, transient):
     assert is_transient(error) is transient
 
 
-def test_jobs_retry_with_exponential_backoff_and_jitter():
-    for job in (main_job, maintenance_job):
-        policy = job.op_retry_policy if hasattr(job, "op_retry_policy") else None
-        policy = policy or next(iter(job.graph.node_defs)).retry_policy
-        assert policy.backoff == Backoff.EXPONENTIAL and policy.jitter == Jitter.PLUS_MINUS
-        assert policy.max_retries >= 2
+def test_retries_use_exponential_backoff_with_jitter_and_never_blanket_the_job():
+    for op in maintenance_job.graph.node_defs:
+        assert op.retry_policy.backoff == Backoff.EXPONENTIAL and op.retry_policy.jitter == Jitter.PLUS_MINUS
+    policy = retry_policy(make_settings(Path("/tmp/unused"), retry_delay_seconds=2.0))
+    delays = [policy.calculate_delay(n) for n in (1, 2, 3)]
+    assert 0 <= delays[0] <= 4 and 4 <= delays[1] <= 8 and 12 <= delays[2] <= 16  # (2^n - 1) * 2 s ± 2 s
+    assert main_job.op_retry_policy is None  # a job-wide policy would retry bad data too
 
 
 def test_transient_failure_is_retried_and_succeeds(tmp_path, fast_retries):
@@ -104,7 +106,7 @@ def test_bad_data_fails_once_with_its_cause_recorded_and_shown(tmp_path, monkeyp
     monkeypatch.setenv("GROUNDWORK_HOME", str(settings.home))
     _bad_gold(settings)
     instance = DagsterInstance.ephemeral()
-    job = build_definitions(settings).resolve_job_def(MAIN_JOB)  # the job's own retry policy applies
+    job = build_definitions(settings).resolve_job_def(MAIN_JOB)  # as the sensor and schedule run it
 
     result = job.execute_in_process(
         instance=instance, asset_selection=[AssetKey("chunk_embeddings")], raise_on_error=False

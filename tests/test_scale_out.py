@@ -94,7 +94,14 @@ def _spark_daemon(cls: str, args: list[str], log: Path, env: dict[str, str]) -> 
 @pytest.fixture
 def standalone_cluster(tmp_path) -> Iterator[tuple[str, str, Path]]:
     """A master and one worker (1 core, 1 GiB) on 127.0.0.1; yields the master URL, its UI and work dir."""
-    env = os.environ | {"SPARK_HOME": str(SPARK_HOME), "SPARK_LOCAL_IP": "127.0.0.1", "HF_HUB_OFFLINE": "1"}
+    # The pip package has no RELEASE file, so Spark's launcher (which builds each executor's command)
+    # looks for a source build's directories to learn the Scala version unless it is told.
+    env = os.environ | {
+        "SPARK_HOME": str(SPARK_HOME),
+        "SPARK_SCALA_VERSION": "2.13",
+        "SPARK_LOCAL_IP": "127.0.0.1",
+        "HF_HUB_OFFLINE": "1",
+    }
     port, ui, worker_ui = _free_port(), _free_port(), _free_port()
     work = tmp_path / "spark-work"
     master = _spark_daemon(
