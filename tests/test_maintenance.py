@@ -15,7 +15,7 @@ import pyarrow as pa
 import pytest
 from conftest import make_settings, run_all
 from dagster import DagsterEventType, DagsterInstance, DefaultScheduleStatus
-from deltalake import DeltaTable, write_deltalake
+from deltalake import DeltaTable
 
 from assets.embeddings.index import embeddings_schema, model_table_name, open_active
 from pipelines.definitions import build_definitions
@@ -123,9 +123,7 @@ def test_maintain_lancedb_cleans_old_versions_and_keeps_data(tmp_path):
 @pytest.fixture(scope="module")
 def small_pipeline(tmp_path_factory, spark):
     """Three documents materialized twice (so every table has several versions and files)."""
-    settings = make_settings(
-        tmp_path_factory.mktemp("maint") / "home", delta_vacuum_retain_hours=0, lancedb_keep_versions_days=0
-    )
+    settings = make_settings(tmp_path_factory.mktemp("maint") / "home", delta_vacuum_retain_hours=0)
     docs = Path(settings.documents_landing)
     for relative in ["policies/return-policy.md", "policies/shipping-policy.md", "faq/gift-cards.md"]:
         (docs / relative).parent.mkdir(parents=True, exist_ok=True)
@@ -170,7 +168,8 @@ def test_maintenance_job_compacts_vacuums_and_keeps_data(small_pipeline):
     vectors_before = index.to_arrow().sort_by("chunk_id")
     versions_before = len(index.list_versions())
 
-    result = _run(small_pipeline, MAINTENANCE_JOB)
+    # The runs kept a week of LanceDB versions (the default); maintenance is told to keep none.
+    result = _run(small_pipeline.model_copy(update={"lancedb_keep_versions_days": 0}), MAINTENANCE_JOB)
 
     assert result.success
     assert len(_parquet_files(gold)) < len(gold_files_before)  # MERGE left old files; VACUUM took them
@@ -187,10 +186,10 @@ def test_maintenance_job_compacts_vacuums_and_keeps_data(small_pipeline):
     assert all(_check_results(_run(small_pipeline, VALIDATION_JOB)).values())
 
 
-def test_nightly_validation_fails_on_a_bad_current_table(small_pipeline):
+def test_nightly_validation_fails_on_a_bad_current_table(small_pipeline, spark):
     """A duplicate chunk id written behind the pipeline's back is caught by the next nightly validation."""
     gold = f"{small_pipeline.delta_uri}/document_chunks"
-    write_deltalake(gold, read_table(gold).slice(0, 1), mode="append")
+    spark.read.format("delta").load(gold).limit(1).write.format("delta").mode("append").save(gold)
     result = _run(small_pipeline, VALIDATION_JOB, raise_on_error=False)
     checks = _check_results(result)
     assert not result.success
