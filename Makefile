@@ -15,6 +15,10 @@ DELTA_JARS := delta-spark_4.2_2.13 delta-storage delta-kernel-api delta-kernel-d
 LOCK_HASH := $(shell cat requirements.lock pyproject.toml | sha256sum | cut -c1-16)
 VENV_STAMP := $(VENV)/.groundwork-$(LOCK_HASH)
 JARS_STAMP := $(JARS)/.delta-$(DELTA_VERSION)
+# Spark's s3a filesystem (object storage): hadoop-aws + the AWS SDK v2 modules it uses, 35 jars, 12.3 MB.
+S3A_POM := resources/jars/s3a-pom.xml
+S3A_STAMP := $(JARS)/s3a/.s3a-$(shell sha256sum $(S3A_POM) | cut -c1-16)
+S3A_PROVIDED := io.netty,org.apache.httpcomponents,commons-codec,commons-logging,org.slf4j
 UV := $(CACHE)/uv/bin/uv
 
 export GROUNDWORK_SPARK_JARS_DIR := $(JARS)
@@ -49,8 +53,15 @@ $(JARS_STAMP):
 	done
 	touch $@
 
+$(S3A_STAMP): $(S3A_POM)
+	@echo "==> fetching the s3a jars (hadoop-aws, AWS SDK v2 s3) from Maven Central into $(JARS)/s3a (once)"
+	rm -rf $(JARS)/s3a && mkdir -p $(JARS)/s3a
+	mvn -q -B -f $(S3A_POM) dependency:copy-dependencies -DoutputDirectory=$(JARS)/s3a \
+	  -DexcludeGroupIds=$(S3A_PROVIDED) || exit 1
+	touch $@
+
 # The project itself is installed editable into the shared environment, pointing at this checkout.
-setup: $(VENV_STAMP) $(JARS_STAMP)
+setup: $(VENV_STAMP) $(JARS_STAMP) $(S3A_STAMP)
 	@if [ "$$(cat $(VENV)/.groundwork-checkout 2>/dev/null)" != "$(CURDIR)" ]; then \
 	  VIRTUAL_ENV=$(VENV) $(UV) pip install -q --no-deps -e . && echo "$(CURDIR)" > $(VENV)/.groundwork-checkout; \
 	fi

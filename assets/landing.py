@@ -32,10 +32,23 @@ LANDED_SCHEMA = T.StructType(
 )
 
 
-def _filesystem(root: str) -> tuple[pafs.FileSystem, str]:
+def filesystem(root: str) -> tuple[pafs.FileSystem, str]:
     if "://" not in root:
         return pafs.LocalFileSystem(), root
-    return pafs.FileSystem.from_uri(root.replace("s3a://", "s3://", 1))
+    if root.startswith(("s3://", "s3a://")):
+        # Runs in Spark's Python workers too, so the endpoint comes from the environment's settings;
+        # credentials from AWS's standard chain.
+        from resources.settings import get_settings
+
+        settings = get_settings()
+        endpoint = settings.s3_endpoint_url
+        fs = pafs.S3FileSystem(
+            region=settings.s3_region,
+            endpoint_override=endpoint.split("://", 1)[-1] if endpoint else None,
+            scheme=endpoint.split("://", 1)[0] if endpoint else "https",
+        )
+        return fs, root.split("://", 1)[1]
+    return pafs.FileSystem.from_uri(root)
 
 
 def is_landed_file(relative: str) -> bool:
@@ -54,7 +67,7 @@ def file_time(epoch_ms: int) -> pd.Timestamp:
 
 def list_landing(root: str) -> pd.DataFrame:
     """Every data file under ``root`` (recursively): uri, path relative to ``root``, size, modified time."""
-    fs, base = _filesystem(root)
+    fs, base = filesystem(root)
     base = base.rstrip("/")
     rows = []
     info = fs.get_file_info(base)
@@ -72,7 +85,7 @@ def list_landing(root: str) -> pd.DataFrame:
 
 
 def read_bytes(uri: str) -> bytes:
-    fs, path = _filesystem(uri)
+    fs, path = filesystem(uri)
     with fs.open_input_stream(path) as stream:
         return stream.read()
 
@@ -110,7 +123,7 @@ def stream_landed_files(
         handle(files.astype({"size_bytes": "int64", "modified_at": "datetime64[us]"}), batch_id)
         batches.append(batch_id)
 
-    fs, base = _filesystem(root)
+    fs, base = filesystem(root)
     fs.create_dir(base, recursive=True)
     query = (
         spark.readStream.format("binaryFile")
@@ -136,7 +149,7 @@ def stream_app_id(checkpoint: str) -> str:
     Keyed by the checkpoint's own id, so a deleted and recreated checkpoint (batch ids restart at 0)
     is a new writer and its batches are not mistaken for ones already committed.
     """
-    fs, path = _filesystem(f"{checkpoint.rstrip('/')}/metadata")
+    fs, path = filesystem(f"{checkpoint.rstrip('/')}/metadata")
     with fs.open_input_stream(path) as stream:
         return f"stream-{json.loads(stream.read().decode().splitlines()[0])['id']}"
 
@@ -158,7 +171,7 @@ def load_access_rules(root: str) -> dict[str, list[str] | str]:
 
     Keys are a document path for a sidecar and ``folder/`` (``""`` for the root) for a folder rule.
     """
-    fs, base = _filesystem(root)
+    fs, base = filesystem(root)
     base = base.rstrip("/")
     rules: dict[str, list[str] | str] = {}
     if fs.get_file_info(base).type != pafs.FileType.Directory:

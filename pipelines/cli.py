@@ -227,6 +227,20 @@ def status(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
         for row in report["quarantine"]:
             quarantine.add_row(row["layer"], row["source"], str(row["rows"]), row["latest_reason"])
         console.print(quarantine)
+    if report["failures"]:
+        failures = Table(title="recent failures")
+        for column in ("failed", "run", "job", "step", "attempts", "cause"):
+            failures.add_column(column)
+        for row in report["failures"]:
+            failures.add_row(
+                row["failed_at"].strftime("%Y-%m-%d %H:%M:%S"),
+                row["run_id"][:8],
+                row["job_name"],
+                row["step_key"] or "",
+                str(row["attempts"]),
+                row["cause"],
+            )
+        console.print(failures)
 
 
 @app.command()

@@ -10,8 +10,9 @@ from assets.embeddings import assets as embedding_assets
 from assets.evaluation import assets as evaluation_assets
 from assets.prompts import assets as prompt_assets
 from assets.structured.assets import structured_assets
-from pipelines.jobs import main_job
-from pipelines.schedules import nightly_refresh
+from pipelines.failures import record_pipeline_failures
+from pipelines.jobs import main_job, maintenance_job, validation_job
+from pipelines.schedules import nightly_maintenance, nightly_refresh, nightly_validation
 from pipelines.sensors import automation_sensor, landing_sensors
 from quality.checks import quality_checks
 from resources import Settings, build_resources, get_settings
@@ -33,9 +34,9 @@ def build_definitions(settings: Settings | None = None) -> Definitions:
     return Definitions(
         assets=all_assets(settings),
         asset_checks=quality_checks(settings.sources_file),
-        jobs=[main_job],
-        schedules=[nightly_refresh],
-        sensors=[*landing_sensors(settings.sources_file), automation_sensor],
+        jobs=[main_job, validation_job, maintenance_job],
+        schedules=[nightly_refresh, nightly_validation, nightly_maintenance],
+        sensors=[*landing_sensors(settings.sources_file), automation_sensor, record_pipeline_failures],
         resources=build_resources(settings),
         # One process per run: Spark's JVM and the embedding model load once, not once per step.
         executor=in_process_executor,

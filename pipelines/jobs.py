@@ -1,13 +1,79 @@
-"""Jobs. The main job materializes every asset; it runs in-process, so one Spark session serves it."""
+"""Jobs. The main job materializes every asset in-process, so one Spark session serves it; the nightly
+validation job runs every blocking quality check over the current tables; the maintenance job compacts
+and cleans the Delta and LanceDB tables.
 
-from __future__ import annotations
+No job-wide ``op_retry_policy``: Dagster's policy retries every exception, bad data included. Steps retry
+through ``@transient_retries`` instead (transient errors only, with the policy's exponential backoff).
+"""
 
-from dagster import AssetSelection, define_asset_job
+from datetime import timedelta
+
+from dagster import AssetSelection, OpExecutionContext, define_asset_job, job, op
+
+from pipelines.maintenance import maintain_delta, maintain_lancedb
+from pipelines.retries import ENGINE_RETRY_POLICY, transient_retries
+from resources import LakehouseResource, LanceDBResource, SparkResource
 
 MAIN_JOB = "groundwork_main"
+VALIDATION_JOB = "nightly_validation"
+MAINTENANCE_JOB = "table_maintenance"
+# Runs that write tables carry this tag; dagster.yaml lets one of them run at a time (a VACUUM must not
+# race a MERGE, and two MERGEs into one table conflict anyway).
+WRITES_TABLES_TAG = {"groundwork/writes-tables": "true"}
 
 main_job = define_asset_job(
     MAIN_JOB,
     selection=AssetSelection.all(),
     description="Landing zone → bronze → silver → gold chunks → LanceDB embeddings, incrementally.",
+    tags=WRITES_TABLES_TAG,
 )
+
+validation_job = define_asset_job(
+    VALIDATION_JOB,
+    selection=AssetSelection.all_asset_checks(),
+    description="Every blocking Great Expectations check over the current tables, without rebuilding them.",
+)
+
+
+@op(retry_policy=ENGINE_RETRY_POLICY)
+@transient_retries
+def optimize_and_vacuum_delta(
+    context: OpExecutionContext, spark: SparkResource, lakehouse: LakehouseResource
+):
+    """OPTIMIZE then VACUUM every Delta table, keeping files for ``GROUNDWORK_DELTA_VACUUM_RETAIN_HOURS``."""
+    results = maintain_delta(spark.session(), lakehouse.delta_uri, lakehouse.vacuum_retain_hours)
+    for r in results:
+        context.log.info(
+            "%s: %d files → %d, %d vacuumed, version %d",
+            r.table,
+            r.files_before,
+            r.files_after,
+            r.files_vacuumed,
+            r.version,
+        )
+    return len(results)
+
+
+@op(retry_policy=ENGINE_RETRY_POLICY)
+@transient_retries
+def compact_and_clean_lancedb(context: OpExecutionContext, lancedb: LanceDBResource):
+    """Compaction, index refresh, cleanup of versions older than GROUNDWORK_LANCEDB_KEEP_VERSIONS_DAYS."""
+    results = maintain_lancedb(
+        lancedb.connect(), lancedb.vector_index_min_rows, timedelta(days=lancedb.keep_versions_days)
+    )
+    for r in results:
+        context.log.info(
+            "%s: %d versions → %d, %d rows, version %d",
+            r.table,
+            r.versions_before,
+            r.versions_after,
+            r.rows,
+            r.version,
+        )
+    return len(results)
+
+
+@job(name=MAINTENANCE_JOB, tags=WRITES_TABLES_TAG, description="Delta OPTIMIZE + VACUUM; LanceDB compaction.")
+def maintenance_job():
+    optimize_and_vacuum_delta()
+    compact_and_clean_lancedb()

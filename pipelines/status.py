@@ -14,6 +14,7 @@ from assets.quarantine import (
     read_quarantine,
 )
 from assets.structured.contracts import load_sources
+from pipelines.failures import recent_failures
 from resources import build_resources
 from resources.settings import Settings
 
@@ -84,4 +85,10 @@ def collect_status(settings: Settings) -> dict[str, Any]:
         | {"recorded_at": run["recorded_at"]}
         for run in last_ingestion_runs(lakehouse)
     ]
-    return {"home": str(settings.home), "tables": tables, "ingestion": ingestion, "quarantine": quarantine}
+    return {
+        "home": str(settings.home),
+        "tables": tables,
+        "ingestion": ingestion,
+        "quarantine": quarantine,
+        "failures": recent_failures(settings, limit=5),
+    }

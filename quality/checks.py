@@ -23,6 +23,7 @@ from pyspark.sql import functions as F
 from assets.automation import WITH_ITS_ASSET
 from assets.embeddings.index import open_active
 from assets.structured.contracts import SourceContract, load_sources
+from pipelines.retries import transient_retries
 from quality import suites
 from quality.validation import SuiteOutcome
 from resources import LakehouseResource, LanceDBResource, QualityResource, SparkResource
@@ -60,6 +61,7 @@ def make_check(table: str, loader: Loader, engine: str = "delta") -> AssetChecks
         automation_condition=WITH_ITS_ASSET,
         description=f"Great Expectations suite for {table}; blocks downstream assets when it fails.",
     )
+    @transient_retries
     def check(
         context: AssetCheckExecutionContext,
         spark: SparkResource,

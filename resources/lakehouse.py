@@ -41,6 +41,10 @@ class LakehouseResource(ConfigurableResource):
     checkpoint_uri: str
     # Files per streaming micro-batch: bounds the memory of one batch and the work a crash repeats.
     stream_max_files_per_batch: int = 1000
+    # delta-rs options for object storage (endpoint, region); empty on a local disk.
+    storage_options: dict[str, str] = {}  # noqa: RUF012  (pydantic copies field defaults)
+    # VACUUM keeps files that any version younger than this still needs (maintenance job).
+    vacuum_retain_hours: float = 168.0
 
     def landing_path(self, source: str) -> str:
         return f"{self.landing_uri.rstrip('/')}/{source}"
@@ -52,16 +56,20 @@ class LakehouseResource(ConfigurableResource):
         return f"{self.checkpoint_uri.rstrip('/')}/{name}"
 
     def exists(self, name: str) -> bool:
-        return table_version(self.table_path(name)) is not None
+        return table_version(self.table_path(name), self.storage_options) is not None
 
     def read(self, spark: SparkSession, name: str) -> DataFrame:
         return spark.read.format("delta").load(self.table_path(name))
 
     def version(self, name: str) -> int | None:
-        return table_version(self.table_path(name))
+        return table_version(self.table_path(name), self.storage_options)
 
     def info(self, name: str) -> TableInfo | None:
-        return table_info(name, self.table_path(name))
+        return table_info(name, self.table_path(name), self.storage_options)
+
+    def read_arrow(self, name: str, columns: list[str] | None = None) -> pa.Table:
+        """A (small) table into Arrow without Spark."""
+        return read_table(self.table_path(name), columns, self.storage_options)
 
     def transaction_version(self, name: str, app_id: str) -> int | None:
         """The last ``txn_version`` an idempotent writer ``app_id`` committed to the table, if any."""
@@ -212,17 +220,33 @@ def idempotent_dml(spark: SparkSession, txn: tuple[str, int] | None) -> Iterator
         spark.conf.unset("spark.databricks.delta.write.txnVersion")
 
 
-def table_version(path: str) -> int | None:
+def storage_options_for(path: str, storage_options: dict[str, str] | None = None) -> dict[str, str] | None:
+    """The delta-rs options for ``path``: those given, else (for object storage) the settings' ones."""
+    if storage_options:
+        return storage_options
+    if path.startswith(("s3://", "s3a://")):
+        from resources.settings import get_settings
+
+        return get_settings().object_store_options() or None
+    return None
+
+
+def open_delta(path: str, storage_options: dict[str, str] | None = None) -> RsDeltaTable:
+    """A Delta table through delta-rs (no JVM); object-store paths get their storage options."""
+    return RsDeltaTable(path, storage_options=storage_options_for(path, storage_options))
+
+
+def table_version(path: str, storage_options: dict[str, str] | None = None) -> int | None:
     """The table's current Delta version, or None where no table exists yet (no JVM needed)."""
     try:
-        return RsDeltaTable(path).version()
+        return open_delta(path, storage_options).version()
     except TableNotFoundError:
         return None
 
 
-def table_info(name: str, path: str) -> TableInfo | None:
+def table_info(name: str, path: str, storage_options: dict[str, str] | None = None) -> TableInfo | None:
     try:
-        table = RsDeltaTable(path)
+        table = open_delta(path, storage_options)
     except TableNotFoundError:
         return None
     history = table.history(1)
@@ -231,9 +255,11 @@ def table_info(name: str, path: str) -> TableInfo | None:
     return TableInfo(name, path, table.version(), rows, updated)
 
 
-def read_table(path: str, columns: list[str] | None = None) -> pa.Table:
+def read_table(
+    path: str, columns: list[str] | None = None, storage_options: dict[str, str] | None = None
+) -> pa.Table:
     """Read a (small) Delta table into Arrow without Spark."""
-    return RsDeltaTable(path).to_pyarrow_dataset().to_table(columns=columns)
+    return open_delta(path, storage_options).to_pyarrow_dataset().to_table(columns=columns)
 
 
 def local_path(uri: str) -> Path | None:

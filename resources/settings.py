@@ -73,6 +73,18 @@ class Settings(BaseSettings):
     eval_k: int = 5
     promotion_eval_mode: str = "vector"
     promotion_tolerance: float = 0.0
+    # Maintenance (pipelines/maintenance.py). Delta refuses VACUUM below 168 h unless told otherwise:
+    # a shorter retention can delete files that a long-running reader or writer still needs.
+    delta_vacuum_retain_hours: float = 168.0
+    # Transient failures (pipelines/retries.py): retries, and the base of the exponential backoff.
+    retry_max_retries: int = 3
+    retry_delay_seconds: float = 2.0
+    # Object storage (S3 or an S3-compatible endpoint such as MinIO). Credentials are not settings: every
+    # engine (Spark's s3a, delta-rs, LanceDB, Arrow) reads them from AWS's standard chain (the
+    # AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY variables, a profile, an instance role), so they never
+    # appear in configuration, the Dagster UI or logs.
+    s3_endpoint_url: str = ""
+    s3_region: str = "us-east-1"
 
     @model_validator(mode="after")
     def _default_locations(self) -> Settings:
@@ -96,6 +108,28 @@ class Settings(BaseSettings):
     @property
     def documents_landing(self) -> str:
         return f"{self.landing_uri.rstrip('/')}/documents"
+
+    @property
+    def uses_object_storage(self) -> bool:
+        """Whether any data location is on S3 (``s3://`` or Hadoop's ``s3a://``)."""
+        uris = (self.landing_uri, self.delta_uri, self.checkpoint_uri, self.lancedb_uri)
+        return any(is_s3(uri) for uri in uris)
+
+    def object_store_options(self) -> dict[str, str]:
+        """``storage_options`` for delta-rs and LanceDB (both use Rust's object_store keys); no secrets."""
+        if not self.uses_object_storage:
+            return {}
+        options = {"aws_region": self.s3_region}
+        if self.s3_endpoint_url:
+            options["aws_endpoint"] = self.s3_endpoint_url
+            options["aws_allow_http"] = str(self.s3_endpoint_url.startswith("http://")).lower()
+        # One writer per table (the pipeline's run queue); delta-rs needs this to write without a lock.
+        options["aws_s3_allow_unsafe_rename"] = "true"
+        return options
+
+
+def is_s3(uri: str) -> bool:
+    return uri.startswith(("s3://", "s3a://"))
 
 
 def get_settings() -> Settings:

@@ -25,12 +25,41 @@ def delta_jars(jars_dir: Path) -> list[str]:
     return jars
 
 
+def s3a_jars(jars_dir: Path | str) -> list[str]:
+    """hadoop-aws and the AWS SDK v2 modules it needs (``make setup`` fetches them into ``<jars>/s3a``)."""
+    folder = Path(jars_dir).expanduser() / "s3a"
+    jars = sorted(str(p) for p in folder.glob("*.jar"))
+    if not any(Path(j).name.startswith("hadoop-aws-") for j in jars):
+        raise FileNotFoundError(f"No hadoop-aws jar in {folder}: run `make setup` (it fetches the s3a jars)")
+    return jars
+
+
+def s3a_conf(endpoint_url: str = "", region: str = "us-east-1") -> dict[str, str]:
+    """Spark settings for ``s3a://`` paths. No keys: s3a's default provider chain reads the standard
+    AWS variables (or an instance role), on the driver and on each executor.
+    """
+    conf = {
+        "spark.hadoop.fs.s3a.impl": "org.apache.hadoop.fs.s3a.S3AFileSystem",
+        "spark.hadoop.fs.s3.impl": "org.apache.hadoop.fs.s3a.S3AFileSystem",
+        "spark.hadoop.fs.s3a.endpoint.region": region,
+    }
+    if endpoint_url:
+        # An S3-compatible endpoint (MinIO, moto, Ceph) serves buckets by path, often over plain HTTP.
+        conf |= {
+            "spark.hadoop.fs.s3a.endpoint": endpoint_url,
+            "spark.hadoop.fs.s3a.path.style.access": "true",
+            "spark.hadoop.fs.s3a.connection.ssl.enabled": str(endpoint_url.startswith("https")).lower(),
+        }
+    return conf
+
+
 def get_spark(
     master: str = "local[*]",
     jars_dir: Path | str = DEFAULT_JARS_DIR,
     driver_memory: str = "4g",
     shuffle_partitions: int = 4,
     extra_conf: dict[str, str] | None = None,
+    extra_jars: list[str] | None = None,
 ) -> SparkSession:
     """Start (or reuse) this process's SparkSession; starting a JVM costs ~10 s, so it happens once."""
     with _lock:
@@ -46,7 +75,7 @@ def get_spark(
         builder = (
             SparkSession.builder.appName("groundwork")
             .master(master)
-            .config("spark.jars", ",".join(delta_jars(Path(jars_dir))))
+            .config("spark.jars", ",".join([*delta_jars(Path(jars_dir)), *(extra_jars or [])]))
             .config("spark.sql.extensions", "io.delta.sql.DeltaSparkSessionExtension")
             .config("spark.sql.catalog.spark_catalog", "org.apache.spark.sql.delta.catalog.DeltaCatalog")
             .config("spark.driver.memory", driver_memory)
@@ -57,6 +86,8 @@ def get_spark(
             .config("spark.ui.showConsoleProgress", "false")
             .config("spark.sql.session.timeZone", "UTC")
             .config("spark.pyspark.python", sys.executable)
+            # On a cluster, executors start their Python workers from the worker's environment, not ours.
+            .config("spark.executorEnv.PYTHONPATH", os.environ["PYTHONPATH"])
             .config("spark.driver.bindAddress", os.environ["SPARK_LOCAL_IP"])
         )
         for key, value in (extra_conf or {}).items():
@@ -74,8 +105,14 @@ class SparkResource(ConfigurableResource):
     driver_memory: str = "4g"
     shuffle_partitions: int = 4
     extra_conf: dict[str, str] = {}  # noqa: RUF012  (pydantic copies field defaults)
+    extra_jars: list[str] = []  # noqa: RUF012
 
     def session(self) -> SparkSession:
         return get_spark(
-            self.master, self.jars_dir, self.driver_memory, self.shuffle_partitions, self.extra_conf
+            self.master,
+            self.jars_dir,
+            self.driver_memory,
+            self.shuffle_partitions,
+            self.extra_conf,
+            self.extra_jars,
         )

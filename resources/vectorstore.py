@@ -18,6 +18,8 @@ class LanceDBResource(ConfigurableResource):
     table_name: str = "chunk_embeddings"
     vector_index_min_rows: int = 10_000
     keep_versions_days: float = 7.0
+    # object_store options (endpoint, region, credentials) for an ``s3://`` URI; empty on a local disk.
+    storage_options: dict[str, str] = {}  # noqa: RUF012  (pydantic copies field defaults)
 
     def connect(self) -> lancedb.DBConnection:
-        return lancedb.connect(self.uri)
+        return lancedb.connect(self.uri, storage_options=self.storage_options or None)

@@ -26,6 +26,13 @@ from resources.settings import SAMPLES_DIR
 from resources.spark import get_spark
 
 
+def pytest_configure(config) -> None:
+    # Registered here (not in pyproject.toml) so the marker ships with the tests that use it.
+    config.addinivalue_line(
+        "markers", "scale_out: a Spark standalone cluster or an S3 endpoint on loopback (pytest -m scale_out)"
+    )
+
+
 def make_settings(home: Path, **overrides) -> Settings:
     return Settings(home=home, spark_master="local[2]", spark_shuffle_partitions=2, **overrides)
 

@@ -87,3 +87,18 @@ def test_downstream_follows_bronze_and_waits_for_a_failed_blocking_check(setting
         )
         requested, _ = _requested(defs, instance, cursor)
         assert not requested & DOWNSTREAM_OF_DOCUMENTS, "held back while the blocking check fails"
+
+
+def test_the_nightly_refresh_runs_the_ingest_day_of_its_tick(settings):
+    from datetime import UTC, datetime
+
+    from dagster import build_schedule_context
+
+    defs = build_definitions(settings)
+    schedule = defs.get_schedule_def("nightly_refresh")
+    tick = build_schedule_context(
+        scheduled_execution_time=datetime(2026, 11, 27, 2, 0, tzinfo=UTC),
+        repository_def=defs.get_repository_def(),
+    )
+    [request] = schedule.evaluate_tick(tick).run_requests
+    assert (request.partition_key, request.run_key) == ("2026-11-27", "nightly-2026-11-27")

@@ -13,8 +13,10 @@ from assets.automation import DOWNSTREAM_OF_BRONZE
 from assets.chunks.chunking import Chunker
 from assets.chunks.redaction import redact
 from assets.documents.assets import silver_documents
+from assets.freshness import SERVED_DATA_FRESHNESS
 from assets.metadata import column_lineage, delta_metadata
 from assets.quarantine import to_quarantine, write_quarantine
+from pipelines.retries import transient_retries
 from resources import EmbedderResource, LakehouseResource, SparkResource
 
 CHUNK_SCHEMA = T.StructType(
@@ -114,7 +116,9 @@ GOLD_APP_ID = f"{GOLD}<-silver_documents"
     kinds={"spark", "delta"},
     deps=[silver_documents],
     automation_condition=DOWNSTREAM_OF_BRONZE,
+    freshness_policy=SERVED_DATA_FRESHNESS,
 )
+@transient_retries
 def document_chunks(
     context: AssetExecutionContext,
     spark: SparkResource,

@@ -7,7 +7,9 @@ from dagster import AssetExecutionContext, MaterializeResult, MetadataValue, ass
 from assets.automation import DOWNSTREAM_OF_BRONZE
 from assets.chunks.assets import document_chunks
 from assets.embeddings.index import sync_embeddings
+from assets.freshness import SERVED_DATA_FRESHNESS
 from models.model_registry import model_info, pipeline_embedder
+from pipelines.retries import transient_retries
 from quality import suites
 from quality.checks import embedding_frame
 from resources import EmbedderResource, LakehouseResource, LanceDBResource, MLflowResource, QualityResource
@@ -20,7 +22,9 @@ from resources.lakehouse import read_table
     kinds={"lancedb", "pytorch"},
     deps=[document_chunks],
     pool="gpu",
+    freshness_policy=SERVED_DATA_FRESHNESS,
 )
+@transient_retries
 def chunk_embeddings(
     context: AssetExecutionContext,
     lakehouse: LakehouseResource,
