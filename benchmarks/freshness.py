@@ -66,7 +66,7 @@ def main() -> None:
     settings = Settings()
     from pipelines.cli import ensure_dagster_home
 
-    ensure_dagster_home(settings)
+    env["DAGSTER_HOME"] = str(ensure_dagster_home(settings))
     landing = Path(settings.documents_landing)
     landing.mkdir(parents=True)
     command = [sys.executable, "-m", "dagster", "dev", "-w", str(PROJECT_ROOT / "workspace.yaml")]
