@@ -20,6 +20,7 @@ from dagster import (
 
 from assets.landing import list_landing
 from assets.structured.contracts import load_sources
+from pipelines.jobs import WRITES_TABLES_TAG
 from resources.settings import get_settings
 
 SENSOR_INTERVAL_SECONDS = 5
@@ -58,7 +59,8 @@ def landing_sensor(source: str, partitioned: bool) -> SensorDefinition:
             run_key=f"{source}-{fingerprint[:24]}",
             asset_selection=[bronze],
             partition_key=current_ingest_day() if partitioned else None,
-            tags={"groundwork/landed_files": str(len(listing)), "groundwork/source": source},
+            tags={"groundwork/landed_files": str(len(listing)), "groundwork/source": source}
+            | WRITES_TABLES_TAG,
         )
 
     return watch
@@ -76,5 +78,6 @@ automation_sensor = AutomationConditionSensorDefinition(
     target=AssetSelection.all(),
     minimum_interval_seconds=SENSOR_INTERVAL_SECONDS,
     default_status=DefaultSensorStatus.RUNNING,
+    run_tags=WRITES_TABLES_TAG,
     description="Evaluates the assets' automation conditions: downstream follows bronze, gated by checks.",
 )

@@ -15,6 +15,7 @@ from assets.documents.transform import (
 from assets.landing import list_landing, load_access_rules, stream_app_id, stream_landed_files
 from assets.metadata import column_lineage, delta_metadata
 from assets.quarantine import record_ingestion_run, to_quarantine, write_quarantine
+from pipelines.retries import transient_retries
 from resources import LakehouseResource, SparkResource
 
 DOCUMENTS = "documents"
@@ -26,6 +27,7 @@ SILVER_DOCUMENTS_LINEAGE = column_lineage(
 
 
 @asset(group_name="bronze", kinds={"spark", "delta"})
+@transient_retries
 def bronze_documents(
     context: AssetExecutionContext, spark: SparkResource, lakehouse: LakehouseResource
 ) -> MaterializeResult:
@@ -89,6 +91,7 @@ def bronze_documents(
     deps=[bronze_documents],
     automation_condition=DOWNSTREAM_OF_BRONZE,
 )
+@transient_retries
 def silver_documents(
     context: AssetExecutionContext, spark: SparkResource, lakehouse: LakehouseResource
 ) -> MaterializeResult:

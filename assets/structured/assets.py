@@ -35,6 +35,7 @@ from assets.structured.transform import (
     split_silver_records,
     unseen_files,
 )
+from pipelines.retries import transient_retries
 from resources import LakehouseResource, PrivacyResource, SparkResource
 
 INGEST_DATE = "_ingest_date"
@@ -126,6 +127,7 @@ def source_assets(contract: SourceContract) -> list[AssetsDefinition]:
             "partitioned by ingest date."
         ),
     )
+    @transient_retries
     def bronze(
         context: AssetExecutionContext, spark: SparkResource, lakehouse: LakehouseResource
     ) -> MaterializeResult:
@@ -181,6 +183,7 @@ def source_assets(contract: SourceContract) -> list[AssetsDefinition]:
             "(latest event time wins); rejected rows go to the quarantine with a reason."
         ),
     )
+    @transient_retries
     def silver(
         context: AssetExecutionContext,
         spark: SparkResource,
