@@ -100,7 +100,7 @@ def main() -> None:
     warm = [seconds for _, seconds in latencies[1:]]
     print(f"warm-up (first file, cold start): {latencies[0][1]:.1f}s")
     if warm:
-        p95 = statistics.quantiles(warm, n=20)[-1] if len(warm) > 1 else warm[0]
+        p95 = statistics.quantiles(warm, n=20, method="inclusive")[-1] if len(warm) > 1 else warm[0]
         print(
             f"landing → searchable over {len(warm)} files: p50 {statistics.median(warm):.1f}s, p95 {p95:.1f}s"
         )
