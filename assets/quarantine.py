@@ -51,10 +51,8 @@ def read_quarantine(lakehouse: LakehouseResource):
     """Every layer's quarantine as one pandas frame with a ``layer`` column (no JVM: delta-rs)."""
     import pandas as pd
 
-    from resources.lakehouse import read_table
-
     frames = [
-        read_table(lakehouse.table_path(quarantine_table(layer))).to_pandas().assign(layer=layer)
+        lakehouse.read_arrow(quarantine_table(layer)).to_pandas().assign(layer=layer)
         for layer in LAYERS
         if lakehouse.exists(quarantine_table(layer))
     ]
@@ -67,11 +65,9 @@ def read_quarantine(lakehouse: LakehouseResource):
 
 def last_ingestion_runs(lakehouse: LakehouseResource) -> list[dict]:
     """Each source's reconciliation for its most recent run (landed, accepted, quarantined, ...)."""
-    from resources.lakehouse import read_table
-
     if not lakehouse.exists(INGESTION_RUNS_TABLE):
         return []
-    runs = read_table(lakehouse.table_path(INGESTION_RUNS_TABLE)).to_pandas()
+    runs = lakehouse.read_arrow(INGESTION_RUNS_TABLE).to_pandas()
     latest = runs.sort_values("recorded_at").groupby("source").tail(1).sort_values("source")
     return latest.to_dict("records")
 

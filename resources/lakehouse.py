@@ -74,7 +74,7 @@ class LakehouseResource(ConfigurableResource):
     def transaction_version(self, name: str, app_id: str) -> int | None:
         """The last ``txn_version`` an idempotent writer ``app_id`` committed to the table, if any."""
         try:
-            return RsDeltaTable(self.table_path(name)).transaction_version(app_id)
+            return open_delta(self.table_path(name), self.storage_options).transaction_version(app_id)
         except TableNotFoundError:
             return None
 
