@@ -102,11 +102,11 @@ class LakehouseResource(ConfigurableResource):
             writer = writer.option("replaceWhere", replace_where)
         if txn:
             writer = writer.option("txnAppId", txn[0]).option("txnVersion", txn[1])
-        created = table_version(path) is None
+        created = self.version(name) is None
         for key, value in ((properties or CHANGE_DATA_FEED) if created else {}).items():
             writer = writer.option(key, value)
         writer.save(path)
-        return table_version(path) or 0
+        return self.version(name) or 0
 
     def changes(self, spark: SparkSession, name: str, after_version: int | None) -> DataFrame:
         """Rows written after ``after_version`` (from the Change Data Feed), or the whole table if None.
@@ -149,13 +149,12 @@ class LakehouseResource(ConfigurableResource):
         from delta.tables import DeltaTable
 
         path = self.table_path(name)
-        if table_version(path) is None:
+        if self.version(name) is None:
             return self.append(df, name, properties, txn)
-        condition = " AND ".join(f"t.`{k}` <=> s.`{k}`" for k in keys)
         merge = (
             DeltaTable.forPath(spark, path)
             .alias("t")
-            .merge(df.alias("s"), condition)
+            .merge(df.alias("s"), key_condition(keys))
             .whenMatchedUpdateAll(condition=changed_when)
             .whenNotMatchedInsertAll()
         )
@@ -163,7 +162,7 @@ class LakehouseResource(ConfigurableResource):
             merge = merge.whenNotMatchedBySourceDelete()
         with idempotent_dml(spark, txn):
             merge.execute()
-        return table_version(path) or 0
+        return self.version(name) or 0
 
     def apply_changes(
         self,
@@ -183,7 +182,7 @@ class LakehouseResource(ConfigurableResource):
 
         path = self.table_path(name)
         columns = [c for c in df.columns if c != "_delete"]
-        if table_version(path) is None:
+        if self.version(name) is None:
             return self.append(df.where(~F.col("_delete")).select(*columns), name, txn=txn)
         target = DeltaTable.forPath(spark, path)
         existing = set(target.toDF().columns)
@@ -195,14 +194,19 @@ class LakehouseResource(ConfigurableResource):
         keep = "NOT s._delete"
         merge = (
             target.alias("t")
-            .merge(df.alias("s"), " AND ".join(f"t.`{k}` <=> s.`{k}`" for k in keys))
+            .merge(df.alias("s"), key_condition(keys))
             .whenMatchedDelete(condition="s._delete")
             .whenMatchedUpdate(condition=f"{keep} AND ({changed_when})" if changed_when else keep, set=values)
             .whenNotMatchedInsert(condition=keep, values=values)
         )
         with idempotent_dml(spark, txn):
             merge.execute()
-        return table_version(path) or 0
+        return self.version(name) or 0
+
+
+def key_condition(keys: Sequence[str]) -> str:
+    """MERGE's match condition on ``keys`` (null-safe, so a null key part still matches itself)."""
+    return " AND ".join(f"t.`{k}` <=> s.`{k}`" for k in keys)
 
 
 @contextmanager
