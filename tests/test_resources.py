@@ -64,9 +64,10 @@ def test_gpu_path_matches_cpu_in_half_precision():
 
 def test_mlflow_resource_uses_a_local_sqlite_store(tmp_path):
     settings = Settings(home=tmp_path)
-    mlflow = MLflowResource(tracking_uri=settings.mlflow_tracking_uri).configure()
-    mlflow.set_experiment("groundwork-test")
-    with mlflow.start_run() as run:
+    tracking = MLflowResource(tracking_uri=settings.mlflow_tracking_uri)
+    mlflow = tracking.configure()
+    # Not mlflow.set_experiment: it exports MLFLOW_EXPERIMENT_ID, which would leak into later tests.
+    with mlflow.start_run(experiment_id=tracking.experiment_id("groundwork-test")) as run:
         mlflow.log_metric("recall_at_5", 0.8)
     stored = mlflow.get_run(run.info.run_id)
     assert stored.data.metrics["recall_at_5"] == 0.8
