@@ -14,6 +14,9 @@ import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+# Each test names its own MLflow store; an experiment exported by the caller's shell belongs to none.
+os.environ.pop("MLFLOW_EXPERIMENT_ID", None)
+os.environ.pop("MLFLOW_EXPERIMENT_NAME", None)
 
 from dagster import DagsterInstance, ExecuteInProcessResult, materialize
 
