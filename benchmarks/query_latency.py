@@ -101,11 +101,16 @@ def build(rows: int, data_dir: Path) -> Path:
     model_id = f"{MODEL_NAME}@{packaged_model_version()}"
     name = model_table_name(LOGICAL, model_id)
     schema = embeddings_schema(DIM, model_id)
-    table = db.create_table(name, schema=schema, mode="overwrite")
     started = time.perf_counter()
-    for start in range(0, rows, BATCH):
-        table.add(_rows(start, min(BATCH, rows - start), schema))
-        print(f"[{rows:,}] loaded {min(start + BATCH, rows):,} rows", flush=True)
+    if name in db.list_tables().tables and db.open_table(name).count_rows() == rows:
+        # An earlier build loaded every row and stopped while indexing: index those rows.
+        table = db.open_table(name)
+        print(f"[{rows:,}] reusing the {rows:,} rows loaded by an earlier build", flush=True)
+    else:
+        table = db.create_table(name, schema=schema, mode="overwrite")
+        for start in range(0, rows, BATCH):
+            table.add(_rows(start, min(BATCH, rows - start), schema))
+            print(f"[{rows:,}] loaded {min(start + BATCH, rows):,} rows", flush=True)
     print(f"[{rows:,}] building indexes (FTS, label list, IVF_HNSW_SQ) ...", flush=True)
     indexed = time.perf_counter()
     maintain_indexes(table, vector_index_min_rows=10_000, keep_versions=timedelta(days=7))

@@ -1,6 +1,12 @@
-"""Near-real-time: a sensor per landing zone starts its bronze asset when files land; declarative
-automation carries the change downstream (silver → gold → embeddings) as soon as the upstream is
-updated, and holds it back while a blocking quality check upstream has failed."""
+"""Near-real-time: a sensor per landing zone starts a run when files land; declarative automation
+carries each change downstream (silver → gold → embeddings) as soon as the upstream is updated, and
+holds it back while a blocking quality check upstream has failed.
+
+Documents are the latency-critical path (landing → searchable), so their sensor's run carries the
+change through to the index itself: one run process, one JVM, one model load, the same blocking checks
+(a failed one stops the run there). Automation then finds the chain up to date; it still carries any
+other update of ``bronze_documents`` (a backfill, a manual run). Structured sources land into a daily
+partition of bronze; automation carries them on into their unpartitioned silver tables."""
 
 import hashlib
 from pathlib import Path
@@ -34,17 +40,27 @@ def landing_fingerprint(listing: pd.DataFrame) -> str:
     return digest.hexdigest()
 
 
-def landing_sensor(source: str, partitioned: bool) -> SensorDefinition:
-    """Start ``bronze_<source>`` once per change of ``landing/<source>/`` (the fingerprint is the run key,
-    so a batch of files starts one run; the bronze stream itself picks up each file exactly once)."""
+DOCUMENTS_TO_INDEX = [
+    AssetKey(name) for name in ("bronze_documents", "silver_documents", "document_chunks", "chunk_embeddings")
+]
+
+
+def landing_sensor(source: str, partitioned: bool, targets: list[AssetKey] | None = None) -> SensorDefinition:
+    """Start ``targets`` (``bronze_<source>`` unless given) once per change of ``landing/<source>/``: the
+    fingerprint is the run key, so a batch of files starts one run; the bronze stream itself picks up
+    each file exactly once."""
     bronze = AssetKey(f"bronze_{source}")
+    targets = targets or [bronze]
 
     @sensor(
         name=f"{source}_landing_sensor",
-        asset_selection=[bronze],
+        asset_selection=targets,
         minimum_interval_seconds=SENSOR_INTERVAL_SECONDS,
         default_status=DefaultSensorStatus.RUNNING,
-        description=f"Materializes bronze_{source} when files land in, change in or leave landing/{source}/.",
+        description=(
+            f"Materializes {', '.join(t.to_user_string() for t in targets)} when files land in, change in "
+            f"or leave landing/{source}/."
+        ),
     )
     def watch(context: SensorEvaluationContext):
         from assets.structured.assets import current_ingest_day
@@ -57,7 +73,7 @@ def landing_sensor(source: str, partitioned: bool) -> SensorDefinition:
         context.update_cursor(fingerprint)
         return RunRequest(
             run_key=f"{source}-{fingerprint[:24]}",
-            asset_selection=[bronze],
+            asset_selection=targets,
             partition_key=current_ingest_day() if partitioned else None,
             tags={"groundwork/landed_files": str(len(listing)), "groundwork/source": source}
             | WRITES_TABLES_TAG,
@@ -68,7 +84,7 @@ def landing_sensor(source: str, partitioned: bool) -> SensorDefinition:
 
 def landing_sensors(sources_file: Path) -> list[SensorDefinition]:
     return [
-        landing_sensor("documents", partitioned=False),
+        landing_sensor("documents", partitioned=False, targets=DOCUMENTS_TO_INDEX),
         *(landing_sensor(contract.name, partitioned=True) for contract in load_sources(sources_file)),
     ]
 
