@@ -11,6 +11,7 @@ it also replaces docs/asset-graph.png (the one the README shows).
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -135,7 +136,8 @@ def page(chromium: Path) -> Iterator[Page]:
 
 def _fits(page: Page, names: list[str]) -> bool:
     """Whether the named asset nodes' titles lie well inside the graph's pane (below the toolbar)."""
-    toolbar = page.get_by_text("Materialize all", exact=True).first.bounding_box()
+    # "Materialize all", or "Materialize all…" when the selection holds partitioned assets (a dialog follows).
+    toolbar = page.get_by_role("button", name=re.compile(r"Materialize all")).first.bounding_box()
     top = (toolbar["y"] + toolbar["height"] if toolbar else 0) + 40  # room for a group's header
     for name in names:
         box = page.get_by_text(name, exact=True).first.bounding_box()
