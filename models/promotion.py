@@ -35,7 +35,6 @@ from models.model_registry import (
 from quality import suites
 from quality.checks import embedding_frame
 from resources import EmbedderResource, LakehouseResource, LanceDBResource, MLflowResource, QualityResource
-from resources.lakehouse import read_table
 from serving.search import Searcher
 
 PROMOTION_EXPERIMENT = "groundwork-model-promotion"
@@ -71,7 +70,7 @@ def build_table(
 
     With ``quality`` the table must pass the embeddings suite, as any table must before it goes live.
     """
-    gold = read_table(lakehouse.table_path("document_chunks"))
+    gold = lakehouse.read_arrow("document_chunks")
     if gold is None or gold.num_rows == 0:
         raise LookupError("no gold chunks (document_chunks) to embed: run `groundwork run` first")
     result = sync_embeddings(

@@ -27,7 +27,6 @@ from pipelines.retries import transient_retries
 from quality import suites
 from quality.validation import SuiteOutcome
 from resources import LakehouseResource, LanceDBResource, QualityResource, SparkResource
-from resources.lakehouse import read_table
 
 RESULTS_TABLE = "quality_results"
 Loader = Callable[[SparkSession, LakehouseResource, LanceDBResource], tuple[object, list]]
@@ -138,7 +137,7 @@ def embedding_frame(table) -> pd.DataFrame:
 def _embeddings(
     spark: SparkSession, lakehouse: LakehouseResource, lancedb: LanceDBResource
 ) -> tuple[pd.DataFrame, list]:
-    gold_chunks = read_table(lakehouse.table_path("document_chunks"), ["chunk_id"]).num_rows
+    gold_chunks = lakehouse.read_arrow("document_chunks", ["chunk_id"]).num_rows
     table = open_active(lancedb.connect(), lancedb.table_name)
     dimension = table.schema.field("vector").type.list_size
     return embedding_frame(table), suites.chunk_embeddings_suite(gold_chunks, dimension)

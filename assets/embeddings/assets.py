@@ -13,7 +13,6 @@ from pipelines.retries import transient_retries
 from quality import suites
 from quality.checks import embedding_frame
 from resources import EmbedderResource, LakehouseResource, LanceDBResource, MLflowResource, QualityResource
-from resources.lakehouse import read_table
 
 
 @asset(
@@ -42,9 +41,8 @@ def chunk_embeddings(
     template = embedder
     embedder = pipeline_embedder(mlflow, template)
     registry = model_info(mlflow, embedder) if template.registry_alias else {}
-    gold_path = lakehouse.table_path("document_chunks")
     gold_version = lakehouse.version("document_chunks")
-    gold = read_table(gold_path)
+    gold = lakehouse.read_arrow("document_chunks")
 
     def validate_candidate(table) -> bool:
         expectations = suites.chunk_embeddings_suite(gold.num_rows, embedder.dimension)
