@@ -4,7 +4,7 @@ Builds (once, reused on later runs) a LanceDB chunk table of synthetic clustered
 the project's schema and `maintain_indexes`, activates it, then measures with vectors as queries (no
 embedding time, which is measured separately on real text):
 
-- in process: `Searcher.search(vector=...)`, the path the HTTP service calls, access filter included;
+- in process: `Searcher.search(vector=...)` built as the HTTP service builds it, access filter included;
 - over HTTP: `POST /search` with a `vector` body against `groundwork serve` started in a subprocess,
   semantic cache off, one client on a keep-alive connection;
 - recall@10 of the indexed search against exact search (`nearest(..., exact=True)`), same access filter.
@@ -63,6 +63,16 @@ def clustered(n: int, seed: int) -> np.ndarray:
     return _unit(centres[rng.integers(0, CENTRES, n)] + 0.35 * rng.normal(size=(n, DIM)))
 
 
+def _heading_path(i: int) -> str:
+    """Each synthetic document has a few sections, as real Markdown and HTML pages do."""
+    return f"Document {i // 10} > Section {i % 10 // 3 + 1}"
+
+
+def _delta_version(i: int) -> int:
+    """Each load batch stands for one pipeline run, so the Delta versions vary as in a grown index."""
+    return 1 + i // BATCH
+
+
 def _rows(start: int, n: int, schema: pa.Schema) -> pa.Table:
     ids = range(start, start + n)
     vectors = clustered(n, seed=start + 1)
@@ -78,10 +88,10 @@ def _rows(start: int, n: int, schema: pa.Schema) -> pa.Table:
             "path": [f"synthetic/{i // 10:06d}.md" for i in ids],
             "title": [f"Document {i // 10}" for i in ids],
             "media_type": ["text/markdown"] * n,
-            "heading_path": [""] * n,
+            "heading_path": [_heading_path(i) for i in ids],
             "page": pa.nulls(n, pa.int32()),
             "access_groups": groups,
-            "delta_version": pa.array([1] * n, pa.int64()),
+            "delta_version": pa.array([_delta_version(i) for i in ids], pa.int64()),
             "content_hash": [f"h{i}" for i in ids],
             "model_name": [MODEL_NAME] * n,
             "model_version": [packaged_model_version()] * n,
@@ -127,22 +137,33 @@ def percentiles(ms: list[float]) -> tuple[float, float]:
     return float(np.percentile(ms, 50)), float(np.percentile(ms, 99))
 
 
-def recall_at_10(table, queries: np.ndarray) -> float:
+def _searcher(uri: Path):
+    """A Searcher as `groundwork serve` builds it: the active pointer re-read at most once a refresh."""
+    from resources.embedder import EmbedderResource
+    from resources.settings import Settings
+    from serving.search import Searcher
+
+    refresh = Settings().serve_refresh_seconds
+    return Searcher(lancedb.connect(uri), LOGICAL, EmbedderResource(), refresh_seconds=refresh)
+
+
+def recall_at_10(uri: Path, queries: np.ndarray) -> float:
+    """Recall@10 of what the Searcher serves (index and access-filter plan) against exact search."""
+    table = open_active(lancedb.connect(uri), LOGICAL)
+    searcher = _searcher(uri)
     where = "array_has_any(access_groups, make_array('public'))"
     recalls = []
     for q in queries:
         exact = nearest(table, q, 10, exact=True).where(where, prefilter=True).select(["chunk_id"]).to_list()
-        approx = nearest(table, q, 10).where(where, prefilter=True).select(["chunk_id"]).to_list()
-        recalls.append(len({r["chunk_id"] for r in exact} & {r["chunk_id"] for r in approx}) / 10)
+        served = searcher.search("", k=10, mode="vector", groups=GROUPS, vector=q)
+        recalls.append(len({r["chunk_id"] for r in exact} & {h.chunk_id for h in served}) / 10)
     return float(np.mean(recalls))
 
 
-def in_process(uri: Path, queries: np.ndarray) -> tuple[list[float], list[float]]:
-    """Latency of the Searcher (the service's path) and of the bare `nearest` query, in ms."""
-    from resources.embedder import EmbedderResource
-    from serving.search import Searcher
-
-    searcher = Searcher(lancedb.connect(uri), LOGICAL, EmbedderResource())
+def in_process(uri: Path, queries: np.ndarray) -> tuple[list[float], list[float], dict[str, int]]:
+    """Latency of the Searcher (the service's path) and of the bare `nearest` query, in ms, and how the
+    Searcher's access filter ran."""
+    searcher = _searcher(uri)
     table = open_active(lancedb.connect(uri), LOGICAL)
     for q in queries[:10]:  # warm caches
         searcher.search("", k=10, mode="vector", groups=GROUPS, vector=q)
@@ -155,7 +176,7 @@ def in_process(uri: Path, queries: np.ndarray) -> tuple[list[float], list[float]
         t = time.perf_counter()
         nearest(table, q, 10).select(["chunk_id", "_distance"]).to_list()
         bare.append((time.perf_counter() - t) * 1000)
-    return served, bare
+    return served, bare, dict(searcher.filter_plans)
 
 
 def _free_port() -> int:
@@ -246,16 +267,15 @@ def main() -> None:
         uri = build(rows, args.data_dir)
         if args.build_only:
             continue
-        table = open_active(lancedb.connect(uri), LOGICAL)
         print(f"[{rows:,}] recall@10 on {args.recall_queries} queries ...", flush=True)
-        recall = recall_at_10(table, queries[: args.recall_queries])
+        recall = recall_at_10(uri, queries[: args.recall_queries])
         print(f"[{rows:,}] in-process latency on {len(queries)} queries ...", flush=True)
-        served, bare = in_process(uri, queries)
+        served, bare, plans = in_process(uri, queries)
         s50, s99 = percentiles(served)
         b50, b99 = percentiles(bare)
         line = (
             f"rows={rows:,} recall@10={recall:.3f} in-process Searcher p50={s50:.1f}ms p99={s99:.1f}ms "
-            f"(bare nearest p50={b50:.1f}ms p99={b99:.1f}ms)"
+            f"(bare nearest p50={b50:.1f}ms p99={b99:.1f}ms; access filter plans {plans})"
         )
         print(line, flush=True)
         http = [] if args.skip_http else over_http(uri, queries)

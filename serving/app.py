@@ -35,6 +35,7 @@ from prometheus_client import (
     Histogram,
     generate_latest,
 )
+from prometheus_client.core import CounterMetricFamily
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from resources.settings import Settings
@@ -107,6 +108,23 @@ class Metrics:
         )
 
 
+class FilterPlanCollector:
+    """Exports ``Searcher.filter_plans``: how often the access filter ran after the vector search, fell
+    back to a prefilter, or ran before it (a rising fallback share means the overfetch is too small)."""
+
+    def __init__(self, service: Service):
+        self.service = service
+
+    def collect(self):
+        family = CounterMetricFamily(
+            "groundwork_search_filter_plans", "Vector queries by how their filter ran", labels=["plan"]
+        )
+        searcher = self.service._searcher
+        for plan, count in sorted(searcher.filter_plans.items() if searcher else ()):
+            family.add_metric([plan], count)
+        yield family
+
+
 class Service:
     """Everything a request needs, built once per app: index, keys, cache, audit log, metrics, prompt."""
 
@@ -121,6 +139,7 @@ class Service:
         self.metrics.cache_hit_ratio.set_function(lambda: self.cache.hit_rate)
         self.metrics.audit_written.set_function(lambda: self.audit.written)
         self.metrics.audit_dropped.set_function(lambda: self.audit.dropped + self.audit.failed)
+        self.metrics.registry.register(FilterPlanCollector(self))
         self._searcher: Searcher | None = None
         self._lock = threading.Lock()
         self._prompt: tuple[float, Any] | None = None

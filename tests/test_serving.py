@@ -639,6 +639,9 @@ def test_audit_writes_happen_off_the_request_path(tmp_path, monkeypatch):
 
 
 def test_health_metrics_and_openapi(env):
+    for caller in ("public-svc", "all-svc"):  # a fallback to the prefilter, then a postfilter
+        body = {"query": "distinct metrics probe", "k": 5, "mode": "vector"}
+        assert post(env, "/search", caller, body).status_code == 200
     health = get(env, "/health").json()
     assert health["status"] == "ok" and health["rows"] == sum(len(d[5]) for d in DOCUMENTS)
     assert health["model_id"] == EmbedderResource().model_id and health["table_version"] >= 1
@@ -646,6 +649,13 @@ def test_health_metrics_and_openapi(env):
     text = get(env, "/metrics").text
     families = {f.name for f in text_string_to_metric_families(text)}
     assert {"groundwork_requests", "groundwork_request_seconds", "groundwork_cache_hit_ratio"} <= families
+    plans = {
+        s.labels["plan"]: s.value
+        for f in text_string_to_metric_families(text)
+        if f.name == "groundwork_search_filter_plans"
+        for s in f.samples
+    }
+    assert plans.get("postfilter", 0) >= 1 and plans.get("postfilter_fallback", 0) >= 1, plans
     spec = get(env, "/openapi.json").json()
     assert {"/search", "/answer", "/documents/{document_id}", "/health", "/metrics"} <= set(spec["paths"])
     assert {"HTTPBearer", "APIKeyHeader"} <= set(spec["components"]["securitySchemes"])

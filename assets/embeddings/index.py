@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING
 
 import lancedb
 import numpy as np
@@ -22,6 +23,9 @@ import pyarrow as pa
 from lancedb.index import FTS, IvfHnswSq, LabelList
 
 from assets.chunks.chunking import embedding_input
+
+if TYPE_CHECKING:
+    import lance
 
 MODEL_METADATA_KEY = b"groundwork.model"
 # Query-time settings of the HNSW index, measured on clustered data (tests/test_indexes.py): ef 100 alone
@@ -296,3 +300,34 @@ def nearest(table: lancedb.table.Table, vector: np.ndarray, k: int, exact: bool 
     if exact:
         return query.bypass_vector_index()
     return query.ef(VECTOR_SEARCH_EF).nprobes(VECTOR_SEARCH_NPROBES).refine_factor(VECTOR_SEARCH_REFINE)
+
+
+def nearest_arrow(
+    dataset: lance.LanceDataset,
+    vector: np.ndarray,
+    k: int,
+    columns: list[str],
+    where: str | None = None,
+    prefilter: bool = True,
+    refine_factor: int = VECTOR_SEARCH_REFINE,
+) -> pa.Table:
+    """The query ``nearest`` builds, run on the table's Lance dataset: ``columns`` plus ``_distance``.
+
+    For the request path: at 1M rows the lancedb query builder adds about 1.5 ms to a 3.5 ms query.
+    ``prefilter=False`` applies ``where`` to the ``k`` nearest rows only, so fewer than ``k`` may return;
+    ``refine_factor`` times ``k`` candidates are re-ranked on full-precision vectors.
+    """
+    return dataset.to_table(
+        columns=columns,
+        nearest={
+            "column": "vector",
+            "q": vector,
+            "k": k,
+            "metric": "cosine",
+            "ef": max(VECTOR_SEARCH_EF, k),
+            "nprobes": VECTOR_SEARCH_NPROBES,
+            "refine_factor": refine_factor,
+        },
+        filter=where,
+        prefilter=prefilter,
+    )
