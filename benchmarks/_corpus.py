@@ -9,7 +9,7 @@ import pyarrow as pa
 from assets.chunks.chunking import Chunker, embedding_input
 from assets.documents.parsing import parse_document
 from assets.documents.transform import document_id
-from resources.embedder import packaged_model_path
+from models.embedding_model import packaged_model_path
 from resources.settings import SAMPLES_DIR
 
 

@@ -39,7 +39,7 @@ from assets.embeddings.index import (
     nearest,
     open_active,
 )
-from resources.embedder import MODEL_NAME, packaged_model_version
+from models.embedding_model import MODEL_NAME, packaged_model_version
 
 DIM = 384
 CENTRES = 1_000

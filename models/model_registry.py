@@ -21,13 +21,13 @@ from typing import Any
 
 import mlflow.pyfunc
 
-from resources.embedder import (
+from models.embedding_model import (
     MODEL_NAME,
     MODEL_PACKAGE,
-    EmbedderResource,
     packaged_model_path,
     packaged_model_version,
 )
+from resources.embedder import EmbedderResource
 from resources.tracking import MLflowResource
 
 CHAMPION = "champion"

@@ -6,7 +6,7 @@ import pytest
 
 from assets.chunks.chunking import MODEL_SEQUENCE_LIMIT, Chunker, blocks, embedding_input
 from assets.documents.parsing import PAGE_BREAK, parse_document
-from resources.embedder import packaged_model_path
+from models.embedding_model import packaged_model_path
 from resources.settings import SAMPLES_DIR
 
 

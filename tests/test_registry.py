@@ -15,6 +15,7 @@ import pytest
 from conftest import PipelineRuns, make_settings
 
 from assets.embeddings.index import activation_history, active_table_name, open_active, table_model
+from models.embedding_model import packaged_model_path
 from models.evaluation import load_gold
 from models.model_registry import (
     TAG_PACKAGE_VERSION,
@@ -27,7 +28,6 @@ from models.model_registry import (
 from models.promotion import promote, rollback
 from models.prompt_registry import PROMPTS_DIR, load_prompt, set_prompt_alias, sync_prompts
 from resources import EmbedderResource, Settings, build_resources
-from resources.embedder import packaged_model_path
 from resources.settings import SAMPLES_DIR
 from serving.champion import champion_searcher
 

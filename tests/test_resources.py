@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
+from models.embedding_model import encode, resolve_device
 from resources import EmbedderResource, MLflowResource, Settings
-from resources.embedder import resolve_device
 
 requires_cuda = pytest.mark.skipif(
     not torch.cuda.is_available(), reason="GPU test: torch sees no CUDA device here"
@@ -51,6 +51,16 @@ def test_embedder_loads_offline_and_returns_unit_vectors():
     assert vectors[0] @ vectors[2] > vectors[0] @ vectors[1]
     assert embedder.encode([]).shape == (0, 384)
     assert embedder.model_id.startswith("all-MiniLM-L6-v2@")
+
+
+def test_overlapped_encoding_matches_the_library_in_input_order():
+    texts = [f"{'long ' * (i % 7)}question number {i} about returns" for i in range(23)]
+    model = EmbedderResource(device="cpu").model()
+    ours = encode(model, texts, batch_size=4)  # six batches, tokenized on other threads
+    library = model.encode(texts, batch_size=4, convert_to_numpy=True, normalize_embeddings=True)
+    assert ours.dtype == np.float32 and ours.shape == (23, 384)
+    assert np.allclose(ours, library, atol=1e-5)
+    assert np.allclose(np.linalg.norm(ours, axis=1), 1.0, atol=1e-6)
 
 
 @pytest.mark.gpu
