@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 import threading
@@ -15,6 +16,7 @@ from resources.settings import PROJECT_ROOT
 DEFAULT_JARS_DIR = Path.home() / ".cache" / "groundwork" / "jars"
 DELTA_JARS_HINT = "run `make setup` (it fetches Delta Lake's jars from Maven Central into the jar cache)"
 _lock = threading.Lock()
+log = logging.getLogger(__name__)
 
 
 def delta_jars(jars_dir: Path) -> list[str]:
@@ -61,9 +63,10 @@ def get_spark(
     extra_conf: dict[str, str] | None = None,
     extra_jars: list[str] | None = None,
 ) -> SparkSession:
-    """Start (or reuse) this process's SparkSession; starting a JVM costs ~10 s, so it happens once."""
+    """Start (or reuse) this process's SparkSession; starting a JVM costs ~10 s, so it happens once
+    (again only when the JVM died)."""
     with _lock:
-        active = SparkSession.getActiveSession()
+        active = _live_session()
         if active is not None:
             return active
         os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
@@ -95,6 +98,26 @@ def get_spark(
         session = builder.getOrCreate()
         session.sparkContext.setLogLevel("ERROR")
         return session
+
+
+def _live_session() -> SparkSession | None:
+    """This process's session, or None. A JVM that died (killed, out of memory) leaves its Python objects
+    behind and every call on them fails; they are dropped so that the next builder starts a new JVM, and a
+    retried step runs again instead of failing on the dead gateway."""
+    from pyspark import SparkContext
+
+    try:
+        active = SparkSession.getActiveSession()
+        if active is None or not active.sparkContext._jsc.sc().isStopped():
+            return active
+    except Exception as exc:  # py4j: the gateway no longer answers
+        log.warning("this process's Spark JVM stopped answering, starting a new one: %s", exc)
+    SparkSession._instantiatedSession = None
+    SparkSession._activeSession = None
+    SparkContext._active_spark_context = None
+    SparkContext._gateway = None
+    SparkContext._jvm = None
+    return None
 
 
 class SparkResource(ConfigurableResource):

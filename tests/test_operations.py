@@ -4,6 +4,9 @@ recorded (and shown by `groundwork status`), the instance's concurrency limits, 
 
 import asyncio
 import json
+import os
+import subprocess
+import sys
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -99,6 +102,43 @@ def _bad_gold(settings) -> None:
     """A gold table written behind the pipeline's back, without the content_hash column."""
     rows = pa.table({"chunk_id": ["c1"], "text": ["hello"], "title": ["t"], "heading_path": [""]})
     write_deltalake(f"{settings.delta_uri}/document_chunks", rows)
+
+
+DEAD_JVM_SCRIPT = """
+import os, signal, sys, time
+from resources.spark import get_spark
+spark = get_spark(jars_dir=sys.argv[1], driver_memory="1g")
+assert spark.range(3).count() == 3
+jvm = spark.sparkContext._gateway.proc
+os.kill(jvm.pid, signal.SIGKILL)
+jvm.wait(30)
+try:
+    spark.range(3).count()
+    raise SystemExit("a query on the killed JVM succeeded")
+except Exception as exc:
+    assert is_transient(exc), exc
+again = get_spark(jars_dir=sys.argv[1], driver_memory="1g")
+assert again.sparkContext._gateway.proc.pid != jvm.pid
+print("rows after restart:", again.range(5).count())
+""".replace("from resources.spark", "from pipelines.retries import is_transient\nfrom resources.spark")
+
+
+def test_a_dead_spark_jvm_is_replaced_so_a_retry_can_run(tmp_path):
+    """Killing the JVM (as the OOM killer would) fails the step with a transient error; the retry's
+    ``get_spark`` starts a new JVM instead of handing back the dead session. In a subprocess: the test
+    session's own JVM stays alive."""
+    settings = make_settings(tmp_path)
+    done = subprocess.run(
+        [sys.executable, "-c", DEAD_JVM_SCRIPT, str(settings.spark_jars_dir)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=PROJECT_ROOT,
+        env={**os.environ, "PYTHONPATH": str(PROJECT_ROOT)},
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "rows after restart: 5" in done.stdout
+    assert "Spark JVM stopped answering" in done.stderr
 
 
 def test_bad_data_fails_once_with_its_cause_recorded_and_shown(tmp_path, monkeypatch, fast_retries):
