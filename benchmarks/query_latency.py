@@ -7,7 +7,8 @@ embedding time, which is measured separately on real text):
 - in process: `Searcher.search(vector=...)` built as the HTTP service builds it, access filter included;
 - over HTTP: `POST /search` with a `vector` body against `groundwork serve` started in a subprocess,
   semantic cache off, one client on a keep-alive connection;
-- recall@10 of the indexed search against exact search (`nearest(..., exact=True)`), same access filter.
+- recall@10 of what the Searcher serves against exact search (`nearest(..., exact=True)`), same access
+  filter.
 
     python -m benchmarks.query_latency --rows 100000 --rows 1000000 --data-dir /tmp/gw-bench
 """
