@@ -12,6 +12,7 @@ path already seen. Deletions are seen the same way.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Callable
 from datetime import UTC
@@ -214,3 +215,11 @@ def access_groups(rules: dict[str, list[str] | str], path: str) -> list[str]:
                 raise AccessRuleError(rule)
             return list(rule)
     return list(PUBLIC_GROUPS)
+
+
+def landing_fingerprint(listing: pd.DataFrame) -> str:
+    """A digest of every landed file's path, size and mtime: it changes whenever the landing zone does."""
+    digest = hashlib.sha256()
+    for row in listing.sort_values("path").itertuples(index=False):
+        digest.update(f"{row.path}\0{row.size_bytes}\0{row.modified_at.value}\n".encode())
+    return digest.hexdigest()

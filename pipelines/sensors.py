@@ -2,16 +2,16 @@
 carries each change downstream (silver → gold → embeddings) as soon as the upstream is updated, and
 holds it back while a blocking quality check upstream has failed.
 
-Documents are the latency-critical path (landing → searchable), so their sensor's run carries the
-change through to the index itself: one run process, one JVM, one model load, the same blocking checks
-(a failed one stops the run there). Automation then finds the chain up to date; it still carries any
-other update of ``bronze_documents`` (a backfill, a manual run). Structured sources land into a daily
+Documents are the latency-critical path (landing → searchable), so their change is carried through to
+the index in one run, with the same blocking checks (a failed one stops the run there): by default in
+the resident worker (``pipelines/worker.py``), which this sensor starts and which keeps Spark and the
+model warm between batches; with ``GROUNDWORK_DOCUMENTS_WORKER=false``, in one run per landed batch.
+Automation then finds the chain up to date; it still carries any other update of ``bronze_documents``
+(a backfill, a manual run). Structured sources land into a daily
 partition of bronze; automation carries them on into their unpartitioned silver tables."""
 
-import hashlib
 from pathlib import Path
 
-import pandas as pd
 from dagster import (
     AssetKey,
     AssetSelection,
@@ -24,25 +24,16 @@ from dagster import (
     sensor,
 )
 
-from assets.landing import list_landing
+from assets.landing import landing_fingerprint, list_landing
 from assets.structured.contracts import load_sources
 from pipelines.jobs import WRITES_TABLES_TAG
+from pipelines.worker import DOCUMENT_ASSETS, WORKER_JOB, documents_worker_job, live_worker_run_id
 from resources.settings import get_settings
 
 SENSOR_INTERVAL_SECONDS = 5
 
 
-def landing_fingerprint(listing: pd.DataFrame) -> str:
-    """A digest of every landed file's path, size and mtime: it changes whenever the landing zone does."""
-    digest = hashlib.sha256()
-    for row in listing.sort_values("path").itertuples(index=False):
-        digest.update(f"{row.path}\0{row.size_bytes}\0{row.modified_at.value}\n".encode())
-    return digest.hexdigest()
-
-
-DOCUMENTS_TO_INDEX = [
-    AssetKey(name) for name in ("bronze_documents", "silver_documents", "document_chunks", "chunk_embeddings")
-]
+DOCUMENTS_TO_INDEX = [AssetKey(name) for name in DOCUMENT_ASSETS]
 
 
 def landing_sensor(source: str, partitioned: bool, targets: list[AssetKey] | None = None) -> SensorDefinition:
@@ -82,9 +73,46 @@ def landing_sensor(source: str, partitioned: bool, targets: list[AssetKey] | Non
     return watch
 
 
-def landing_sensors(sources_file: Path) -> list[SensorDefinition]:
+def documents_worker_sensor() -> SensorDefinition:
+    """Keep a resident documents worker running while documents land: start one on a change of
+    ``landing/documents/`` when none is queued or running. The worker itself picks up every later
+    change; if it stops (stopped by hand, or crashed), the next change starts a new one, which first
+    catches up on anything that landed in between."""
+
+    @sensor(
+        name="documents_landing_sensor",
+        job=documents_worker_job,
+        minimum_interval_seconds=SENSOR_INTERVAL_SECONDS,
+        default_status=DefaultSensorStatus.RUNNING,
+        description=(
+            f"Starts the resident {WORKER_JOB} run, which indexes each change of landing/documents/ "
+            "within seconds, when files land and no worker is running."
+        ),
+    )
+    def watch(context: SensorEvaluationContext):
+        listing = list_landing(f"{get_settings().landing_uri.rstrip('/')}/documents")
+        fingerprint = landing_fingerprint(listing)
+        if fingerprint == context.cursor or (listing.empty and context.cursor is None):
+            return SkipReason("no change in landing/documents/ since the worker was started")
+        worker = live_worker_run_id(context.instance)
+        if worker is not None:
+            return SkipReason(f"worker run {worker} is indexing landing/documents/")
+        context.update_cursor(fingerprint)
+        return RunRequest(
+            run_key=f"documents-worker-{fingerprint[:24]}",
+            job_name=WORKER_JOB,
+            tags={"groundwork/landed_files": str(len(listing)), "groundwork/source": "documents"},
+        )
+
+    return watch
+
+
+def landing_sensors(sources_file: Path, documents_worker: bool = True) -> list[SensorDefinition]:
+    """A sensor per landing zone; documents either start the resident worker or one run per batch."""
     return [
-        landing_sensor("documents", partitioned=False, targets=DOCUMENTS_TO_INDEX),
+        documents_worker_sensor()
+        if documents_worker
+        else landing_sensor("documents", partitioned=False, targets=DOCUMENTS_TO_INDEX),
         *(landing_sensor(contract.name, partitioned=True) for contract in load_sources(sources_file)),
     ]
 

@@ -38,6 +38,10 @@ class Settings(BaseSettings):
     spark_driver_memory: str = "4g"
     spark_shuffle_partitions: int = 4
     stream_max_files_per_batch: int = 1000
+    # Near-real-time documents: a resident worker run (pipelines/worker.py) keeps Spark and the model warm
+    # and polls landing/documents/; false starts one run per landed batch instead.
+    documents_worker: bool = True
+    documents_worker_poll_seconds: float = 1.0
 
     embedding_device: str = "auto"
     embedding_batch_size: int = 64

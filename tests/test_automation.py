@@ -60,20 +60,6 @@ def test_a_sensor_per_landing_zone_runs_once_per_batch(settings):
         assert isinstance(later, RunRequest) and later.run_key != request.run_key
 
 
-def test_a_landed_document_runs_through_to_the_index_in_one_run(settings):
-    defs = build_definitions(settings)
-    sensor = _sensor(defs, "documents_landing_sensor")
-    folder = Path(settings.landing_uri) / "documents"
-    folder.mkdir(parents=True)
-    (folder / "note.md").write_text("# Note\n\nThe stove needs descaling every month.\n")
-    with DagsterInstance.ephemeral() as instance:
-        request = sensor(build_sensor_context(instance=instance, cursor=None, definitions=defs))
-    assert isinstance(request, RunRequest) and request.partition_key is None
-    assert {key.to_user_string() for key in request.asset_selection} == {"bronze_documents"} | (
-        DOWNSTREAM_OF_DOCUMENTS
-    )
-
-
 def _requested(defs, instance, cursor=None):
     result = evaluate_automation_conditions(defs=defs, instance=instance, cursor=cursor)
     names = {key.to_user_string() for key in defs.resolve_asset_graph().get_all_asset_keys()}

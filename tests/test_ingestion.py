@@ -429,3 +429,20 @@ def test_stream_hands_each_file_over_once(tmp_path, spark):
     _write(root / "c.txt", "new")
     stream_landed_files(get_spark(), str(root), checkpoint, lambda files, _: seen.extend(files.path))
     assert sorted(seen) == ["a b.txt", "c.txt", "sub/ü.md"]
+
+
+def test_a_retried_step_replaces_its_runs_record_and_an_empty_rejection_writes_nothing(spark, tmp_path):
+    from assets.quarantine import INGESTION_RUNS_TABLE, record_ingestion_run, write_quarantine
+
+    lakehouse = build_resources(make_settings(tmp_path / "home"))["lakehouse"]
+    for run_id, landed, quarantined in [("run-1", 3, 0), ("run-1", 4, 1), ("run-2", 1, 0)]:
+        record_ingestion_run(
+            spark, lakehouse, "orders", run_id, landed, landed - quarantined, quarantined, duplicates=0
+        )
+    runs = lakehouse.read_arrow(INGESTION_RUNS_TABLE).to_pylist()
+    recorded = sorted((r["run_id"], r["landed"], r["quarantined"]) for r in runs)
+    assert recorded == [("run-1", 4, 1), ("run-2", 1, 0)], "the retry of run-1 replaced its first record"
+
+    nothing = spark.createDataFrame([], "source string, reason string")
+    assert write_quarantine(spark, lakehouse, "silver", nothing, ("app", 1)) == 0
+    assert not lakehouse.exists("quarantine_silver"), "no rejected rows, no commit"

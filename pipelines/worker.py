@@ -1,0 +1,101 @@
+"""The resident documents worker: a long-lived run that keeps Spark's JVM and the embedding model warm
+and carries each change of ``landing/documents/`` to the index as soon as it lands.
+
+A run per batch pays for a process, a JVM and a model load every time (most of a minute on 2 cores);
+the worker pays once. It lists the landing zone every ``documents_worker_poll_seconds`` and, when the
+listing changed, materializes the four document assets with their blocking checks, exactly what the
+per-batch run would, as a run of its own executed in this process. Every batch therefore has its
+materializations, check results, logs and failure in Dagster like any run, tagged with the worker's
+run id. The landing sensor starts the worker when none is running (``GROUNDWORK_DOCUMENTS_WORKER=false``
+goes back to one run per batch).
+"""
+
+import time
+
+from dagster import Config, DagsterRunStatus, OpExecutionContext, RunsFilter, job, materialize, op
+
+from assets.landing import landing_fingerprint, list_landing
+from pipelines.failures import failure_rows, record_failures
+from resources.settings import get_settings
+
+WORKER_JOB = "documents_worker"
+WORKER_TAG = "groundwork/documents_worker"
+DOCUMENT_ASSETS = ["bronze_documents", "silver_documents", "document_chunks", "chunk_embeddings"]
+RESOURCE_KEYS = {"spark", "lakehouse", "lancedb", "embedder", "quality", "privacy", "mlflow", "evaluation"}
+LIVE_STATUSES = [
+    DagsterRunStatus.QUEUED,
+    DagsterRunStatus.NOT_STARTED,
+    DagsterRunStatus.STARTING,
+    DagsterRunStatus.STARTED,
+]
+
+
+class WorkerConfig(Config):
+    """``idle_exit_seconds`` > 0 ends the worker after that long without a change (0: until stopped)."""
+
+    idle_exit_seconds: float = 0.0
+
+
+def live_worker_run_id(instance) -> str | None:
+    """The run id of a worker that is queued or running, if any."""
+    runs = instance.get_run_records(RunsFilter(job_name=WORKER_JOB, statuses=LIVE_STATUSES), limit=1)
+    return runs[0].dagster_run.run_id if runs else None
+
+
+@op(required_resource_keys=RESOURCE_KEYS)
+def index_landed_documents(context: OpExecutionContext, config: WorkerConfig) -> int:
+    """Poll the documents landing zone; on each change, run the document assets and their checks here."""
+    from pipelines.definitions import all_assets  # the definitions import this module
+    from quality.checks import quality_checks
+
+    settings = get_settings()
+    definitions = [*all_assets(settings), *quality_checks(settings.sources_file)]
+    resources = {key: getattr(context.resources, key) for key in RESOURCE_KEYS}
+    root = context.resources.lakehouse.landing_path("documents")
+    indexed, batches, idle_since = None, 0, time.monotonic()
+    poll = settings.documents_worker_poll_seconds
+    context.log.info("documents worker: watching %s every %.1fs", root, poll)
+    while True:
+        listing = list_landing(root)
+        fingerprint = landing_fingerprint(listing)
+        if fingerprint != indexed:
+            started = time.monotonic()
+            result = materialize(
+                definitions,
+                selection=DOCUMENT_ASSETS,
+                resources=resources,
+                instance=context.instance,
+                tags={WORKER_TAG: context.run_id, "groundwork/landed_files": str(len(listing))},
+                raise_on_error=False,
+            )
+            # A failed batch is not retried in a loop: its run records why (a blocking check, bad data);
+            # the next change, the nightly refresh or a manual run picks it up again.
+            indexed, batches, idle_since = fingerprint, batches + 1, time.monotonic()
+            context.log.info(
+                "documents worker: batch %d (run %s) %s in %.1fs",
+                batches,
+                result.run_id,
+                "indexed" if result.success else "failed",
+                idle_since - started,
+            )
+            if not result.success:
+                rows = failure_rows(context.instance, result.run_id, WORKER_JOB, "worker batch failed")
+                record_failures(settings, rows)
+                for row in rows:
+                    context.log.error("documents worker: %s failed: %s", row["step_key"], row["cause"][:500])
+        elif config.idle_exit_seconds and time.monotonic() - idle_since >= config.idle_exit_seconds:
+            context.log.info("documents worker: idle for %.0fs, stopping", config.idle_exit_seconds)
+            return batches
+        else:
+            time.sleep(poll)
+
+
+@job(
+    name=WORKER_JOB,
+    description=(
+        "Resident worker: keeps Spark and the embedding model warm and indexes each change of "
+        "landing/documents/ within seconds (one in-process run per batch)."
+    ),
+)
+def documents_worker_job():
+    index_landed_documents()
