@@ -1,9 +1,10 @@
 """Landing → searchable latency with `dagster dev` (webserver + daemon) on the embedded default.
 
-Starts `dagster dev` on a fresh GROUNDWORK_HOME, lets the landing sensors and declarative automation do
-their work, drops documents into the landing zone one at a time, and times how long each takes to be
-returned by a search (its path appears in the active LanceDB table). Prints every latency, then p50
-and p95. The first file (cold caches, first tables) is reported apart as the warm-up.
+Starts `dagster dev` on a fresh GROUNDWORK_HOME, lets the documents landing sensor start the resident
+documents worker (or, with GROUNDWORK_DOCUMENTS_WORKER=false, one run per batch), drops documents into
+the landing zone one at a time, and times how long each takes to be returned by a search (its path
+appears in the active LanceDB table). Prints every latency, then p50 and p95. The first file (the
+worker's start, cold caches, first tables) is reported apart as the warm-up.
 
     python -m benchmarks.freshness --files 6
 """

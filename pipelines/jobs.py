@@ -41,7 +41,9 @@ def optimize_and_vacuum_delta(
     context: OpExecutionContext, spark: SparkResource, lakehouse: LakehouseResource
 ):
     """OPTIMIZE then VACUUM every Delta table, keeping files for ``GROUNDWORK_DELTA_VACUUM_RETAIN_HOURS``."""
-    results = maintain_delta(spark.session(), lakehouse.delta_uri, lakehouse.vacuum_retain_hours)
+    results = maintain_delta(
+        spark.session(), lakehouse.delta_uri, lakehouse.vacuum_retain_hours, lakehouse.storage_options
+    )
     for r in results:
         context.log.info(
             "%s: %d files → %d, %d vacuumed, version %d",

@@ -19,6 +19,7 @@ from pyspark.sql import SparkSession
 
 from assets.embeddings.index import POINTER_SUFFIX, maintain_indexes
 from assets.landing import filesystem
+from resources.lakehouse import open_delta
 
 log = logging.getLogger(__name__)
 
@@ -80,41 +81,49 @@ def vacuum_retention(spark: SparkSession, retain_hours: float) -> Iterator[None]
         spark.conf.set(RETENTION_CHECK, previous)
 
 
-def optimize_and_vacuum(spark: SparkSession, path: str, retain_hours: float) -> DeltaMaintenance:
-    """Compact small files (OPTIMIZE), then delete files no version within ``retain_hours`` needs (VACUUM)."""
+def optimize_and_vacuum(
+    spark: SparkSession, path: str, retain_hours: float, storage_options: dict[str, str] | None = None
+) -> DeltaMaintenance:
+    """Compact small files (OPTIMIZE), then delete files no version within ``retain_hours`` needs (VACUUM).
+
+    Spark does the two operations; the file counts, version and VACUUM metrics are read from the log
+    with delta-rs, which costs milliseconds where each Spark ``detail()`` or ``history()`` is a job.
+    """
     from delta.tables import DeltaTable
 
     table = DeltaTable.forPath(spark, path)
-    files_before = table.detail().select("numFiles").first()[0]
-    table.optimize().executeCompaction()
+    files_before = open_delta(path, storage_options).get_add_actions().num_rows
+    if files_before > 1:  # one file or none: nothing to compact
+        table.optimize().executeCompaction()
     with vacuum_retention(spark, retain_hours):
         table.vacuum(retain_hours)
-    history = table.history(5).select("operation", "operationMetrics").collect()
+    after = open_delta(path, storage_options)
     vacuumed = next(
         (
-            int(r["operationMetrics"].get("numDeletedFiles", 0))
-            for r in history
-            if r["operation"] == "VACUUM END"
+            int((commit.get("operationMetrics") or {}).get("numDeletedFiles", 0))
+            for commit in after.history(5)
+            if commit.get("operation") == "VACUUM END"
         ),
         0,
     )
-    detail = table.detail().select("numFiles").first()[0]
-    version = table.history(1).select("version").first()[0]
+    files_after, version = after.get_add_actions().num_rows, after.version()
     name = path.rstrip("/").rsplit("/", 1)[-1]
     log.info(
         "delta maintenance %s: files %d -> %d, vacuumed %d, version %d",
         name,
         files_before,
-        detail,
+        files_after,
         vacuumed,
         version,
     )
-    return DeltaMaintenance(name, files_before, detail, vacuumed, version)
+    return DeltaMaintenance(name, files_before, files_after, vacuumed, version)
 
 
-def maintain_delta(spark: SparkSession, delta_uri: str, retain_hours: float) -> list[DeltaMaintenance]:
+def maintain_delta(
+    spark: SparkSession, delta_uri: str, retain_hours: float, storage_options: dict[str, str] | None = None
+) -> list[DeltaMaintenance]:
     return [
-        optimize_and_vacuum(spark, f"{delta_uri.rstrip('/')}/{name}", retain_hours)
+        optimize_and_vacuum(spark, f"{delta_uri.rstrip('/')}/{name}", retain_hours, storage_options)
         for name in delta_tables(delta_uri)
     ]
 
