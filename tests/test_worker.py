@@ -132,3 +132,33 @@ def test_the_worker_indexes_each_change_in_its_own_run_with_the_blocking_checks(
     assert _indexed_paths(settings) == first | {late}
     bronze = spark.read.format("delta").load(f"{settings.delta_uri}/bronze_documents")
     assert bronze.where(f"path = '{late}'").count() == 1, "the late file is ingested exactly once"
+
+
+def test_a_failed_batch_is_recorded_with_its_cause_and_not_retried_in_a_loop(small_home, spark, monkeypatch):
+    from pipelines.failures import recent_failures
+
+    blocker = small_home.home / "not-a-folder"
+    blocker.parent.mkdir(parents=True, exist_ok=True)
+    blocker.write_text("a file where the LanceDB folder should be")
+    monkeypatch.setenv("GROUNDWORK_HOME", str(small_home.home))
+    monkeypatch.setenv("GROUNDWORK_SPARK_MASTER", small_home.spark_master)
+    monkeypatch.setenv("GROUNDWORK_SPARK_SHUFFLE_PARTITIONS", str(small_home.spark_shuffle_partitions))
+    monkeypatch.setenv("GROUNDWORK_LANCEDB_URI", str(blocker / "lancedb"))
+    settings = get_settings()
+    with DagsterInstance.ephemeral() as instance:
+        worker = build_definitions(settings).get_job_def(WORKER_JOB)
+        result = worker.execute_in_process(
+            instance=instance,
+            run_config={"ops": {"index_landed_documents": {"config": {"idle_exit_seconds": 3}}}},
+        )
+        assert result.success, "the worker outlives a failed batch"
+        assert result.output_for_node("index_landed_documents") == 1, (
+            "the same files are not retried in a loop"
+        )
+        [batch] = [
+            r for r in instance.get_run_records() if r.dagster_run.tags.get(WORKER_TAG) == result.run_id
+        ]
+        assert batch.dagster_run.status == DagsterRunStatus.FAILURE
+    [failure] = recent_failures(settings)
+    assert (failure["run_id"], failure["job_name"]) == (batch.dagster_run.run_id, WORKER_JOB)
+    assert failure["step_key"] == "chunk_embeddings" and failure["cause"]
