@@ -22,6 +22,10 @@ WORKER_JOB = "documents_worker"
 WORKER_TAG = "groundwork/documents_worker"
 DOCUMENT_ASSETS = ["bronze_documents", "silver_documents", "document_chunks", "chunk_embeddings"]
 RESOURCE_KEYS = {"spark", "lakehouse", "lancedb", "embedder", "quality", "privacy", "mlflow", "evaluation"}
+# The worker outlives no deployment: Dagster's code server keeps serving a run it launched until the run
+# ends, so a worker left running when `dagster dev` stops would poll on, unseen, for ever.
+DAEMON_GONE_SECONDS = 120.0
+DAEMON_CHECK_SECONDS = 10.0
 LIVE_STATUSES = [
     DagsterRunStatus.QUEUED,
     DagsterRunStatus.NOT_STARTED,
@@ -34,6 +38,14 @@ class WorkerConfig(Config):
     """``idle_exit_seconds`` > 0 ends the worker after that long without a change (0: until stopped)."""
 
     idle_exit_seconds: float = 0.0
+
+
+def daemon_stopped(instance, now: float | None = None) -> bool:
+    """Whether the Dagster daemon that runs this deployment has stopped: it heartbeats every 30 s, so
+    none for ``DAEMON_GONE_SECONDS`` means it is gone (``dagster dev`` was stopped, say). An instance
+    without any heartbeat has no daemon (a run executed in-process) and never counts as stopped."""
+    beats = [beat.timestamp for beat in instance.get_daemon_heartbeats().values()]
+    return bool(beats) and (now or time.time()) - max(beats) > DAEMON_GONE_SECONDS
 
 
 def live_worker_run_id(instance) -> str | None:
@@ -53,6 +65,7 @@ def index_landed_documents(context: OpExecutionContext, config: WorkerConfig) ->
     resources = {key: getattr(context.resources, key) for key in RESOURCE_KEYS}
     root = context.resources.lakehouse.landing_path("documents")
     indexed, batches, idle_since = None, 0, time.monotonic()
+    next_daemon_check = time.monotonic() + DAEMON_CHECK_SECONDS
     poll = settings.documents_worker_poll_seconds
     context.log.info("documents worker: watching %s every %.1fs", root, poll)
     while True:
@@ -83,11 +96,16 @@ def index_landed_documents(context: OpExecutionContext, config: WorkerConfig) ->
                 record_failures(settings, rows)
                 for row in rows:
                     context.log.error("documents worker: %s failed: %s", row["step_key"], row["cause"][:500])
-        elif config.idle_exit_seconds and time.monotonic() - idle_since >= config.idle_exit_seconds:
+            continue
+        if config.idle_exit_seconds and time.monotonic() - idle_since >= config.idle_exit_seconds:
             context.log.info("documents worker: idle for %.0fs, stopping", config.idle_exit_seconds)
             return batches
-        else:
-            time.sleep(poll)
+        if time.monotonic() >= next_daemon_check:
+            if daemon_stopped(context.instance):
+                context.log.warning("documents worker: the Dagster daemon has stopped; stopping too")
+                return batches
+            next_daemon_check = time.monotonic() + DAEMON_CHECK_SECONDS
+        time.sleep(poll)
 
 
 @job(

@@ -162,3 +162,34 @@ def test_a_failed_batch_is_recorded_with_its_cause_and_not_retried_in_a_loop(sma
     [failure] = recent_failures(settings)
     assert (failure["run_id"], failure["job_name"]) == (batch.dagster_run.run_id, WORKER_JOB)
     assert failure["step_key"] == "chunk_embeddings" and failure["cause"]
+
+
+def test_the_worker_stops_when_the_dagster_daemon_has_stopped(small_home, spark, monkeypatch):
+    """`dagster dev` stopped: its code server keeps a launched run alive, so the worker must notice."""
+    from dagster._daemon.types import DaemonHeartbeat
+
+    from pipelines import worker as worker_module
+
+    monkeypatch.setenv("GROUNDWORK_HOME", str(small_home.home))
+    monkeypatch.setenv("GROUNDWORK_SPARK_MASTER", small_home.spark_master)
+    monkeypatch.setenv("GROUNDWORK_SPARK_SHUFFLE_PARTITIONS", str(small_home.spark_shuffle_partitions))
+    monkeypatch.setattr(worker_module, "DAEMON_CHECK_SECONDS", 0.0)
+    settings = get_settings()
+    with DagsterInstance.ephemeral() as instance:
+        assert not worker_module.daemon_stopped(instance), "no daemon at all: a run executed in-process"
+        now = time.time()
+        beat = DaemonHeartbeat(now, "SENSOR", "daemon-1", errors=[])
+        instance.add_daemon_heartbeat(beat)
+        assert not worker_module.daemon_stopped(instance, now=now + 30)
+        assert worker_module.daemon_stopped(instance, now=now + worker_module.DAEMON_GONE_SECONDS + 1)
+
+        stale = now - worker_module.DAEMON_GONE_SECONDS - 60
+        instance.add_daemon_heartbeat(DaemonHeartbeat(stale, "SENSOR", "daemon-1", errors=[]))
+        job = build_definitions(settings).get_job_def(WORKER_JOB)
+        result = job.execute_in_process(  # the idle exit only keeps a broken check from hanging the suite
+            instance=instance,
+            run_config={"ops": {"index_landed_documents": {"config": {"idle_exit_seconds": 120}}}},
+        )
+        assert result.success and result.output_for_node("index_landed_documents") == 1
+        messages = [e.message for e in instance.all_logs(result.run_id) if e.message]
+        assert any("daemon has stopped" in m for m in messages)
