@@ -10,6 +10,7 @@ import uuid
 from pathlib import Path
 
 import lancedb
+import pytest
 from dagster import (
     DagsterInstance,
     DagsterRun,
@@ -24,6 +25,15 @@ from pipelines.definitions import build_definitions
 from pipelines.worker import DOCUMENT_ASSETS, WORKER_JOB, WORKER_TAG
 from resources import Settings
 from resources.settings import SAMPLES_DIR, get_settings
+
+
+@pytest.fixture
+def worker_home(small_home, spark, monkeypatch) -> Settings:
+    """``small_home`` as the worker's environment: the worker reads its settings from it."""
+    monkeypatch.setenv("GROUNDWORK_HOME", str(small_home.home))
+    monkeypatch.setenv("GROUNDWORK_SPARK_MASTER", small_home.spark_master)
+    monkeypatch.setenv("GROUNDWORK_SPARK_SHUFFLE_PARTITIONS", str(small_home.spark_shuffle_partitions))
+    return small_home
 
 
 def _documents_sensor(defs):
@@ -80,11 +90,8 @@ def test_without_the_worker_each_batch_is_one_run_to_the_index(tmp_path, monkeyp
 
 
 def test_the_worker_indexes_each_change_in_its_own_run_with_the_blocking_checks(
-    small_home, spark, monkeypatch
+    worker_home, spark, monkeypatch
 ):
-    monkeypatch.setenv("GROUNDWORK_HOME", str(small_home.home))
-    monkeypatch.setenv("GROUNDWORK_SPARK_MASTER", small_home.spark_master)
-    monkeypatch.setenv("GROUNDWORK_SPARK_SHUFFLE_PARTITIONS", str(small_home.spark_shuffle_partitions))
     monkeypatch.setenv("GROUNDWORK_DOCUMENTS_WORKER_POLL_SECONDS", "0.5")
     settings = get_settings()
     landing = Path(settings.documents_landing)
@@ -134,15 +141,12 @@ def test_the_worker_indexes_each_change_in_its_own_run_with_the_blocking_checks(
     assert bronze.where(f"path = '{late}'").count() == 1, "the late file is ingested exactly once"
 
 
-def test_a_failed_batch_is_recorded_with_its_cause_and_not_retried_in_a_loop(small_home, spark, monkeypatch):
+def test_a_failed_batch_is_recorded_with_its_cause_and_not_retried_in_a_loop(worker_home, spark, monkeypatch):
     from pipelines.failures import recent_failures
 
-    blocker = small_home.home / "not-a-folder"
+    blocker = worker_home.home / "not-a-folder"
     blocker.parent.mkdir(parents=True, exist_ok=True)
     blocker.write_text("a file where the LanceDB folder should be")
-    monkeypatch.setenv("GROUNDWORK_HOME", str(small_home.home))
-    monkeypatch.setenv("GROUNDWORK_SPARK_MASTER", small_home.spark_master)
-    monkeypatch.setenv("GROUNDWORK_SPARK_SHUFFLE_PARTITIONS", str(small_home.spark_shuffle_partitions))
     monkeypatch.setenv("GROUNDWORK_LANCEDB_URI", str(blocker / "lancedb"))
     settings = get_settings()
     with DagsterInstance.ephemeral() as instance:
@@ -164,15 +168,12 @@ def test_a_failed_batch_is_recorded_with_its_cause_and_not_retried_in_a_loop(sma
     assert failure["step_key"] == "chunk_embeddings" and failure["cause"]
 
 
-def test_the_worker_stops_when_the_dagster_daemon_has_stopped(small_home, spark, monkeypatch):
+def test_the_worker_stops_when_the_dagster_daemon_has_stopped(worker_home, spark, monkeypatch):
     """`dagster dev` stopped: its code server keeps a launched run alive, so the worker must notice."""
     from dagster._daemon.types import DaemonHeartbeat
 
     from pipelines import worker as worker_module
 
-    monkeypatch.setenv("GROUNDWORK_HOME", str(small_home.home))
-    monkeypatch.setenv("GROUNDWORK_SPARK_MASTER", small_home.spark_master)
-    monkeypatch.setenv("GROUNDWORK_SPARK_SHUFFLE_PARTITIONS", str(small_home.spark_shuffle_partitions))
     monkeypatch.setattr(worker_module, "DAEMON_CHECK_SECONDS", 0.0)
     settings = get_settings()
     with DagsterInstance.ephemeral() as instance:
