@@ -9,6 +9,7 @@ documents that yield nothing to index.
 
 from __future__ import annotations
 
+import pyarrow.compute as pc
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
@@ -123,5 +124,6 @@ def record_ingestion_run(
 def _recorded(lakehouse: LakehouseResource, source: str, run_id: str) -> bool:
     if not lakehouse.exists(INGESTION_RUNS_TABLE):
         return False
-    runs = lakehouse.read_arrow(INGESTION_RUNS_TABLE, columns=["source", "run_id"])
-    return (source, run_id) in zip(runs["source"].to_pylist(), runs["run_id"].to_pylist(), strict=True)
+    # Filtered on read: Parquet statistics skip other runs' records instead of reading the table.
+    where = (pc.field("source") == source) & (pc.field("run_id") == run_id)
+    return lakehouse.read_arrow(INGESTION_RUNS_TABLE, columns=["run_id"], where=where).num_rows > 0

@@ -7,8 +7,10 @@ the index in one run, with the same blocking checks (a failed one stops the run 
 the resident worker (``pipelines/worker.py``), which this sensor starts and which keeps Spark and the
 model warm between batches; with ``GROUNDWORK_DOCUMENTS_WORKER=false``, in one run per landed batch.
 Automation then finds the chain up to date; it still carries any other update of ``bronze_documents``
-(a backfill, a manual run). Structured sources land into a daily
-partition of bronze; automation carries them on into their unpartitioned silver tables."""
+(a backfill, a manual run).
+
+Structured sources land into a daily partition of bronze; automation carries them on into their
+unpartitioned silver tables."""
 
 from pathlib import Path
 
@@ -36,6 +38,16 @@ SENSOR_INTERVAL_SECONDS = 5
 DOCUMENTS_TO_INDEX = [AssetKey(name) for name in DOCUMENT_ASSETS]
 
 
+def landing_change(source: str, cursor: str | None) -> tuple[int, str] | None:
+    """``(files, fingerprint)`` of ``landing/<source>/`` when it differs from the sensor's ``cursor``;
+    ``None`` when nothing changed (an empty zone never seen before is no change either)."""
+    listing = list_landing(f"{get_settings().landing_uri.rstrip('/')}/{source}")
+    fingerprint = landing_fingerprint(listing)
+    if fingerprint == cursor or (listing.empty and cursor is None):
+        return None
+    return len(listing), fingerprint
+
+
 def landing_sensor(source: str, partitioned: bool, targets: list[AssetKey] | None = None) -> SensorDefinition:
     """Start ``targets`` (``bronze_<source>`` unless given) once per change of ``landing/<source>/``: the
     fingerprint is the run key, so a batch of files starts one run; the bronze stream itself picks up
@@ -56,18 +68,16 @@ def landing_sensor(source: str, partitioned: bool, targets: list[AssetKey] | Non
     def watch(context: SensorEvaluationContext):
         from assets.structured.assets import current_ingest_day
 
-        root = f"{get_settings().landing_uri.rstrip('/')}/{source}"
-        listing = list_landing(root)
-        fingerprint = landing_fingerprint(listing)
-        if fingerprint == context.cursor or (listing.empty and context.cursor is None):
+        change = landing_change(source, context.cursor)
+        if change is None:
             return SkipReason(f"no change in landing/{source}/")
+        files, fingerprint = change
         context.update_cursor(fingerprint)
         return RunRequest(
             run_key=f"{source}-{fingerprint[:24]}",
             asset_selection=targets,
             partition_key=current_ingest_day() if partitioned else None,
-            tags={"groundwork/landed_files": str(len(listing)), "groundwork/source": source}
-            | WRITES_TABLES_TAG,
+            tags={"groundwork/landed_files": str(files), "groundwork/source": source} | WRITES_TABLES_TAG,
         )
 
     return watch
@@ -90,10 +100,10 @@ def documents_worker_sensor() -> SensorDefinition:
         ),
     )
     def watch(context: SensorEvaluationContext):
-        listing = list_landing(f"{get_settings().landing_uri.rstrip('/')}/documents")
-        fingerprint = landing_fingerprint(listing)
-        if fingerprint == context.cursor or (listing.empty and context.cursor is None):
+        change = landing_change("documents", context.cursor)
+        if change is None:
             return SkipReason("no change in landing/documents/ since the worker was started")
+        files, fingerprint = change
         worker = live_worker_run_id(context.instance)
         if worker is not None:
             return SkipReason(f"worker run {worker} is indexing landing/documents/")
@@ -101,7 +111,7 @@ def documents_worker_sensor() -> SensorDefinition:
         return RunRequest(
             run_key=f"documents-worker-{fingerprint[:24]}",
             job_name=WORKER_JOB,
-            tags={"groundwork/landed_files": str(len(listing)), "groundwork/source": "documents"},
+            tags={"groundwork/landed_files": str(files), "groundwork/source": "documents"},
         )
 
     return watch

@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.compute as pc
 from dagster import ConfigurableResource
 from deltalake import DeltaTable as RsDeltaTable
 from deltalake.exceptions import TableNotFoundError
@@ -67,9 +68,11 @@ class LakehouseResource(ConfigurableResource):
     def info(self, name: str) -> TableInfo | None:
         return table_info(name, self.table_path(name), self.storage_options)
 
-    def read_arrow(self, name: str, columns: list[str] | None = None) -> pa.Table:
-        """A (small) table into Arrow without Spark."""
-        return read_table(self.table_path(name), columns, self.storage_options)
+    def read_arrow(
+        self, name: str, columns: list[str] | None = None, where: pc.Expression | None = None
+    ) -> pa.Table:
+        """A (small) table, or the rows matching ``where``, into Arrow without Spark."""
+        return read_table(self.table_path(name), columns, self.storage_options, where)
 
     def transaction_version(self, name: str, app_id: str) -> int | None:
         """The last ``txn_version`` an idempotent writer ``app_id`` committed to the table, if any."""
@@ -260,10 +263,13 @@ def table_info(name: str, path: str, storage_options: dict[str, str] | None = No
 
 
 def read_table(
-    path: str, columns: list[str] | None = None, storage_options: dict[str, str] | None = None
+    path: str,
+    columns: list[str] | None = None,
+    storage_options: dict[str, str] | None = None,
+    where: pc.Expression | None = None,
 ) -> pa.Table:
-    """Read a (small) Delta table into Arrow without Spark."""
-    return open_delta(path, storage_options).to_pyarrow_dataset().to_table(columns=columns)
+    """Read a (small) Delta table into Arrow without Spark; ``where`` skips files by their statistics."""
+    return open_delta(path, storage_options).to_pyarrow_dataset().to_table(columns=columns, filter=where)
 
 
 def local_path(uri: str) -> Path | None:
