@@ -310,8 +310,10 @@ def nearest_arrow(
     where: str | None = None,
     prefilter: bool = True,
     refine_factor: int = VECTOR_SEARCH_REFINE,
+    with_row_id: bool = False,
 ) -> pa.Table:
-    """The query ``nearest`` builds, run on the table's Lance dataset: ``columns`` plus ``_distance``.
+    """The query ``nearest`` builds, run on the table's Lance dataset: ``columns`` plus ``_distance``
+    (and ``_rowid``, for ``take_rows``).
 
     For the request path: at 1M rows the lancedb query builder adds about 1.5 ms to a 3.5 ms query.
     ``prefilter=False`` applies ``where`` to the ``k`` nearest rows only, so fewer than ``k`` may return;
@@ -319,6 +321,7 @@ def nearest_arrow(
     """
     return dataset.to_table(
         columns=columns,
+        with_row_id=with_row_id,
         nearest={
             "column": "vector",
             "q": vector,
@@ -331,3 +334,13 @@ def nearest_arrow(
         filter=where,
         prefilter=prefilter,
     )
+
+
+def take_rows(dataset: lance.LanceDataset, row_ids: list[int], columns: list[str]) -> pa.Table:
+    """``columns`` of the rows ``nearest_arrow`` returned as ``_rowid``, in the order given.
+
+    Lance's own take by row id: lancedb's ``take_row_ids`` returns the rows sorted by id and costs twice
+    as much (4.6 against 2.1 ms for ten rows at 1M); the method is underscored in pylance 14, so the
+    pinned version is what the serving tests exercise.
+    """
+    return dataset._take_rows(row_ids, columns=columns)
