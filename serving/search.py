@@ -372,14 +372,14 @@ class Searcher:
                 # Re-rank as many full-precision vectors as the prefiltered query would, not k times more.
                 refine = max(1, math.ceil(VECTOR_SEARCH_REFINE * n / candidates))
                 found = nearest_arrow(
-                    dataset, vector, candidates, ["access_groups"], None, True, refine, True
+                    dataset, vector, candidates, ["access_groups"], refine_factor=refine, with_row_id=True
                 )
                 # The access filter on the candidates' groups (Lance's SQL filter over them costs ~2 ms
                 # at 1M), then the citation columns of the n survivors only.
                 visible = [
                     i
                     for i, held in enumerate(found["access_groups"].to_pylist())
-                    if access_only.intersection(held or ())
+                    if may_see(access_only, held)
                 ][:n]
                 if len(visible) >= n:
                     self.filter_plans["postfilter"] += 1
@@ -449,9 +449,14 @@ def _hit(row: dict, score: float, state: IndexState) -> Hit:
     )
 
 
+def may_see(groups: frozenset[str], held: Iterable[str] | None) -> bool:
+    """The access rule in Python, as ``access_clause`` states it in SQL: at least one group in common."""
+    return not groups.isdisjoint(held or ())
+
+
 def _only_visible(hits: list[Hit], allowed: frozenset[str]) -> list[Hit]:
     """Defence in depth behind the prefilter: a hit outside the caller's groups is dropped, never served."""
-    visible = [h for h in hits if allowed.intersection(h.access_groups)]
+    visible = [h for h in hits if may_see(allowed, h.access_groups)]
     if len(visible) != len(hits):
         log.error("access filter let %d chunk(s) through; dropped", len(hits) - len(visible))
     return visible
