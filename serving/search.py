@@ -25,6 +25,7 @@ from assets.embeddings.index import (
     _open,
     active_table_name,
     nearest_arrow,
+    rerank_exact,
     table_model,
     take_rows,
 )
@@ -69,7 +70,8 @@ RRF_K = 60
 # the filter runs on the server and no other chunk can be returned.
 POSTFILTER_OVERFETCH = 2.0
 POSTFILTER_MAX_CANDIDATES = 100
-SHARE_CACHE_SIZE = 1024
+# Row masks of the access clauses of recent callers (one byte a row: 1 MB each at 1M rows).
+VISIBLE_ROWS_CACHE_SIZE = 32
 
 
 @dataclass(frozen=True)
@@ -119,6 +121,37 @@ class IndexState:
     model_id: str
     dimension: int
     columns: frozenset[str] = field(default_factory=frozenset)
+
+
+@dataclass(frozen=True)
+class VisibleRows:
+    """The rows of one table version that an access clause admits, as a mask over each fragment's row
+    offsets, so a search candidate is checked by its row id without reading its groups."""
+
+    share: float
+    masks: dict[int, np.ndarray]
+
+    @classmethod
+    def of(cls, dataset: lance.LanceDataset, where: str) -> VisibleRows:
+        total = dataset.count_rows()
+        row_ids = dataset.to_table(columns=[], with_row_id=True, filter=where)["_rowid"].to_numpy()
+        fragments, offsets = row_ids >> 32, row_ids & 0xFFFFFFFF
+        masks = {}
+        for fragment in np.unique(fragments).tolist():
+            admitted = offsets[fragments == fragment]
+            mask = np.zeros(int(admitted.max()) + 1, dtype=bool)
+            mask[admitted] = True
+            masks[fragment] = mask
+        return cls(len(row_ids) / total if total else 0.0, masks)
+
+    def admits(self, row_ids: np.ndarray) -> np.ndarray:
+        """Which of ``row_ids`` (Lance's ``_rowid``: fragment id in the high 32 bits) are admitted."""
+        admitted = np.zeros(len(row_ids), dtype=bool)
+        for i, row_id in enumerate(row_ids.tolist()):
+            mask = self.masks.get(row_id >> 32)
+            offset = row_id & 0xFFFFFFFF
+            admitted[i] = mask is not None and offset < len(mask) and bool(mask[offset])
+        return admitted
 
 
 def _quote(value: str) -> str:
@@ -212,7 +245,7 @@ class Searcher:
         self._pointer_version = -1
         self._active: str | None = None
         self._dataset: tuple[lance.LanceDataset | None, str] = (None, "")
-        self._shares: dict[tuple[str, int, str], float] = {}
+        self._visible: dict[tuple[str, int, str], VisibleRows] = {}
         # How vector queries were filtered (postfilter, fallback, prefilter, unfiltered, none_visible).
         self.filter_plans: Counter[str] = Counter()
         self.embedder  # noqa: B018  (fail fast: no index, or one this process cannot embed queries for)
@@ -319,7 +352,7 @@ class Searcher:
         if access is not None:
             conditions.insert(0, access_clause(access))
         where = " AND ".join(f"({c})" for c in conditions) if conditions else None
-        access_only = None if metadata_filtered else access
+        access_only = access is not None and not metadata_filtered
 
         def fetch(builder, n: int) -> list[dict]:
             if where:
@@ -354,41 +387,55 @@ class Searcher:
         vector: np.ndarray,
         n: int,
         where: str | None,
-        access_only: frozenset[str] | None,
+        access_only: bool,
     ) -> list[dict]:
         """The ``n`` nearest chunks passing ``where``, filtered after the search when safe and faster;
-        ``access_only`` holds the groups ``where`` admits when it is the access clause alone."""
+        ``access_only``: ``where`` is the access clause alone."""
         dataset = self._lance(table, state)
         if where is None:
             self.filter_plans["unfiltered"] += 1
-            return nearest_arrow(dataset, vector, n, RESULT_COLUMNS).to_pylist()
-        if access_only is not None:
-            share = self._share(dataset, state, where)
-            if share == 0.0:
+            return self._reranked(dataset, vector, n * VECTOR_SEARCH_REFINE, n)
+        if access_only:
+            visible = self._visible_rows(dataset, state, where)
+            if visible.share == 0.0:
                 self.filter_plans["none_visible"] += 1
                 return []
-            candidates = math.ceil(n * POSTFILTER_OVERFETCH / share)
+            candidates = math.ceil(n * POSTFILTER_OVERFETCH / visible.share)
             if candidates <= POSTFILTER_MAX_CANDIDATES:
-                # Re-rank as many full-precision vectors as the prefiltered query would, not k times more.
-                refine = max(1, math.ceil(VECTOR_SEARCH_REFINE * n / candidates))
-                found = nearest_arrow(
-                    dataset, vector, candidates, ["access_groups"], refine_factor=refine, with_row_id=True
-                )
-                # The access filter on the candidates' groups (Lance's SQL filter over them costs ~2 ms
-                # at 1M), then the citation columns of the n survivors only.
-                visible = [
-                    i
-                    for i, held in enumerate(found["access_groups"].to_pylist())
-                    if may_see(access_only, held)
-                ][:n]
-                if len(visible) >= n:
+                rows = self._reranked(dataset, vector, candidates, n, visible)
+                if rows is not None:
                     self.filter_plans["postfilter"] += 1
-                    top = found.take(visible)
-                    rows = take_rows(dataset, top["_rowid"].to_pylist(), RESULT_COLUMNS)
-                    return rows.append_column("_distance", top["_distance"]).to_pylist()
+                    return rows
                 self.filter_plans["postfilter_fallback"] += 1
         self.filter_plans["prefilter"] += 1
         return nearest_arrow(dataset, vector, n, RESULT_COLUMNS, where, prefilter=True).to_pylist()
+
+    @staticmethod
+    def _reranked(
+        dataset: lance.LanceDataset,
+        vector: np.ndarray,
+        candidates: int,
+        n: int,
+        visible: VisibleRows | None = None,
+    ) -> list[dict] | None:
+        """The ``n`` nearest rows among the index's ``candidates`` nearest that ``visible`` admits, ranked
+        on full-precision vectors, with their citation columns; None when ``visible`` admits fewer.
+
+        Only row ids come out of the index; the access check is a lookup by row id, and the vectors and
+        then the citation columns are read for the survivors alone: at 1M rows about 7 ms against 10 ms
+        when every candidate's groups were read and Lance re-ranked them (docs/benchmarks.md).
+        """
+        found = nearest_arrow(dataset, vector, candidates, [], refine_factor=None, with_row_id=True)
+        row_ids = found["_rowid"].to_numpy()
+        if visible is not None:
+            row_ids = row_ids[visible.admits(row_ids)]
+            if len(row_ids) < n:
+                return None
+        ranked, distances = rerank_exact(dataset, vector, row_ids, n)
+        rows = take_rows(dataset, ranked.tolist(), RESULT_COLUMNS).to_pylist()
+        for row, distance in zip(rows, distances.tolist(), strict=True):
+            row["_distance"] = distance
+        return rows
 
     def _lance(self, table: lancedb.table.Table, state: IndexState) -> lance.LanceDataset:
         """The Lance dataset of ``state``'s table and version; a new version keeps the index caches."""
@@ -401,18 +448,17 @@ class Searcher:
             self._dataset = (dataset, state.table_name)
             return dataset
 
-    def _share(self, dataset: lance.LanceDataset, state: IndexState, where: str) -> float:
-        """The share of rows ``where`` allows, counted once per table version (the label-list index
-        answers in milliseconds at 1M rows)."""
+    def _visible_rows(self, dataset: lance.LanceDataset, state: IndexState, where: str) -> VisibleRows:
+        """The rows ``where`` admits, found once per table version (the label-list index answers in
+        milliseconds at 100k rows) and kept for the most recent VISIBLE_ROWS_CACHE_SIZE clauses."""
         key = (state.table_name, state.version, where)
-        share = self._shares.get(key)
-        if share is None:
-            total = dataset.count_rows()
-            share = dataset.count_rows(filter=where) / total if total else 0.0
-            if len(self._shares) >= SHARE_CACHE_SIZE:
-                self._shares.clear()
-            self._shares[key] = share
-        return share
+        found = self._visible.get(key)
+        if found is None:
+            found = VisibleRows.of(dataset, where)
+            while len(self._visible) >= VISIBLE_ROWS_CACHE_SIZE:
+                self._visible.pop(next(iter(self._visible)))
+            self._visible[key] = found
+        return found
 
     def document(self, document_id: str, groups: Iterable[str] | None = None) -> list[Hit]:
         """The chunks of one document the caller may see, in order (none: unknown or not visible)."""

@@ -8,8 +8,16 @@ from datetime import timedelta
 import lancedb
 import numpy as np
 import pyarrow as pa
+import pytest
 
-from assets.embeddings.index import _index_types, maintain_indexes, nearest
+from assets.embeddings.index import (
+    VECTOR_SEARCH_REFINE,
+    _index_types,
+    maintain_indexes,
+    nearest,
+    nearest_arrow,
+    rerank_exact,
+)
 
 DIM = 384
 
@@ -47,12 +55,31 @@ def test_hnsw_recall_at_10_against_exact_search(tmp_path):
     maintain_indexes(table, vector_index_min_rows=5_000, keep_versions=timedelta(days=7))
     assert "IVFHNSWSQ" in _index_types(table)
     queries = _clustered(50, seed=11)
-    recalls = []
+    dataset = table.to_lance()
+    recalls, reranked_recalls = [], []
     for q in queries:
         exact = set(nearest(table, q, 10, exact=True).select(["chunk_id"]).to_arrow()["chunk_id"].to_pylist())
         approx = set(nearest(table, q, 10).select(["chunk_id"]).to_arrow()["chunk_id"].to_pylist())
         recalls.append(len(exact & approx) / 10)
+        # The serving path: the index's candidates unrefined, re-ranked on full-precision vectors.
+        found = nearest_arrow(dataset, q, 10 * VECTOR_SEARCH_REFINE, [], refine_factor=None, with_row_id=True)
+        ranked, _ = rerank_exact(dataset, q, found["_rowid"].to_numpy(), 10)
+        reranked = dataset._take_rows(ranked.tolist(), columns=["chunk_id"])["chunk_id"].to_pylist()
+        reranked_recalls.append(len(exact & set(reranked)) / 10)
     assert np.mean(recalls) >= 0.95, np.mean(recalls)
+    assert np.mean(reranked_recalls) >= 0.95, np.mean(reranked_recalls)
+
+
+def test_exact_rerank_orders_rows_by_cosine_distance_as_lance_does(tmp_path):
+    vectors = _clustered(500) * np.linspace(0.5, 2.0, 500, dtype=np.float32)[:, None]  # not unit length
+    table = _table(tmp_path, vectors)
+    dataset = table.to_lance()
+    query = _clustered(1, seed=3)[0] * 3.0
+    exact = nearest_arrow(dataset, query, 20, ["chunk_id"], with_row_id=True)
+    shuffled = np.random.default_rng(1).permutation(exact["_rowid"].to_numpy())
+    ranked, distances = rerank_exact(dataset, query, shuffled, 8)
+    assert ranked.tolist() == exact["_rowid"].to_pylist()[:8]
+    assert distances.tolist() == pytest.approx(exact["_distance"].to_pylist()[:8], abs=1e-5)
 
 
 def test_maintenance_compacts_and_cleans_old_versions(tmp_path):

@@ -38,12 +38,13 @@ def _groups(i: int, centre: int) -> list[str]:
     return ["public"] if i % 2 else ["finance"]
 
 
-@pytest.fixture(scope="module")
-def searcher(tmp_path_factory) -> Searcher:
+def _searcher_over_new_table(path) -> Searcher:
+    """2,000 chunks loaded in four batches (four fragments, as a grown index has), below the vector
+    index threshold."""
     rng = np.random.default_rng(5)
     centre_of = rng.integers(0, CENTRES, ROWS)
     vectors = _unit(_centres()[centre_of] + 0.35 * rng.normal(size=(ROWS, DIM)))
-    db = lancedb.connect(tmp_path_factory.mktemp("filtering") / "lancedb")
+    db = lancedb.connect(path / "lancedb")
     name = model_table_name("chunks", EMBEDDER.model_id)
     schema = embeddings_schema(DIM, EMBEDDER.model_id)
     rows = {
@@ -65,9 +66,16 @@ def searcher(tmp_path_factory) -> Searcher:
         "created_at": pa.nulls(ROWS, pa.timestamp("us", tz="UTC")),
     }
     table = db.create_table(name, schema=schema)
-    table.add(pa.table(rows).cast(schema.remove_metadata()))
+    loaded = pa.table(rows).cast(schema.remove_metadata())
+    for start in range(0, ROWS, 500):
+        table.add(loaded.slice(start, 500))
     activate(db, "chunks", name)
     return Searcher(db, "chunks", EMBEDDER)
+
+
+@pytest.fixture(scope="module")
+def searcher(tmp_path_factory) -> Searcher:
+    return _searcher_over_new_table(tmp_path_factory.mktemp("filtering"))
 
 
 def _query(centre: int, seed: int) -> np.ndarray:
@@ -75,18 +83,34 @@ def _query(centre: int, seed: int) -> np.ndarray:
     return _unit((_centres()[centre] + 0.35 * noise)[None, :])[0]
 
 
+def _exact_scored(
+    searcher: Searcher, vector: np.ndarray, k: int, groups: list[str] | None, where: str = ""
+) -> list[tuple[str, float]]:
+    clauses = ([access_clause(groups)] if groups is not None else []) + ([f"({where})"] if where else [])
+    query = nearest(searcher.current()[0], vector, k, exact=True)
+    if clauses:
+        query = query.where(" AND ".join(clauses), prefilter=True)
+    return [(r["chunk_id"], 1.0 - r["_distance"]) for r in query.select(["chunk_id"]).to_list()]
+
+
 def _exact(searcher: Searcher, vector: np.ndarray, k: int, groups: list[str], where: str = "") -> list[str]:
-    clause = access_clause(groups) + (f" AND ({where})" if where else "")
-    query = nearest(searcher.current()[0], vector, k, exact=True).where(clause, prefilter=True)
-    return [r["chunk_id"] for r in query.select(["chunk_id"]).to_list()]
+    return [chunk_id for chunk_id, _ in _exact_scored(searcher, vector, k, groups, where)]
 
 
-def _search(searcher: Searcher, vector: np.ndarray, k: int, groups: list[str], **kw) -> tuple[list, dict]:
+def _search(
+    searcher: Searcher, vector: np.ndarray, k: int, groups: list[str] | None, **kw
+) -> tuple[list, dict]:
     before = dict(searcher.filter_plans)
     hits = searcher.search("", k=k, mode="vector", groups=groups, vector=vector, **kw)
     plans = {p: n - before.get(p, 0) for p, n in searcher.filter_plans.items() if n != before.get(p, 0)}
-    assert all(set(h.access_groups) & set(groups) for h in hits)
+    assert groups is None or all(set(h.access_groups) & set(groups) for h in hits)
     return hits, plans
+
+
+def _assert_exact(hits, exact: list[tuple[str, float]]) -> None:
+    """The same chunks in the same order as exact search, with its cosine similarities as scores."""
+    assert [h.chunk_id for h in hits] == [chunk_id for chunk_id, _ in exact]
+    assert [h.score for h in hits] == pytest.approx([score for _, score in exact], abs=1e-4)
 
 
 def test_a_large_share_is_filtered_after_the_search_with_the_exact_results(searcher):
@@ -94,8 +118,16 @@ def test_a_large_share_is_filtered_after_the_search_with_the_exact_results(searc
         vector = _query(centre, seed)
         hits, plans = _search(searcher, vector, 10, ["public"])
         assert plans == {"postfilter": 1}
-        assert [h.chunk_id for h in hits] == _exact(searcher, vector, 10, ["public"])
+        _assert_exact(hits, _exact_scored(searcher, vector, 10, ["public"]))
         assert all(h.delta_version >= 1 and h.heading_path.startswith("Section") for h in hits)
+
+
+def test_an_unfiltered_search_returns_the_exact_results_and_scores(searcher):
+    for seed, centre in enumerate(range(20, 25)):
+        vector = _query(centre, seed)
+        hits, plans = _search(searcher, vector, 10, None)
+        assert plans == {"unfiltered": 1}
+        _assert_exact(hits, _exact_scored(searcher, vector, 10, None))
 
 
 def test_too_few_survivors_fall_back_to_the_prefilter(searcher):
@@ -124,3 +156,29 @@ def test_a_small_share_and_metadata_filters_use_the_prefilter(searcher):
 def test_groups_holding_no_row_return_nothing_without_searching(searcher):
     hits, plans = _search(searcher, _query(12, 1), 10, ["nobody"])
     assert hits == [] and plans == {"none_visible": 1}
+
+
+def test_rows_whose_groups_change_are_found_in_the_new_version(tmp_path):
+    """The post-search filter keeps the rows each access clause admits per table version: chunks moved
+    from finance to public are served at once, and chunks moved out are not."""
+    searcher = _searcher_over_new_table(tmp_path)
+    vector = _query(15, 3)
+    before, _ = _search(searcher, vector, 10, ["public"])
+    table = searcher.current()[0]
+    nearest_finance = [
+        r["chunk_id"]
+        for r in nearest(table, vector, 10, exact=True)
+        .where(access_clause(["finance"]), prefilter=True)
+        .select(["chunk_id"])
+        .to_list()
+    ]
+    moved_out = before[0].chunk_id
+    moved_in = ", ".join(repr(c) for c in nearest_finance)
+    table.update(where=f"chunk_id IN ({moved_in})", values={"access_groups": ["public"]})
+    table.update(where=f"chunk_id = '{moved_out}'", values={"access_groups": ["finance"]})
+
+    after, plans = _search(searcher, vector, 10, ["public"])
+    assert plans == {"postfilter": 1}
+    assert [h.chunk_id for h in after] == _exact(searcher, vector, 10, ["public"])
+    assert moved_out not in {h.chunk_id for h in after}
+    assert set(nearest_finance) & {h.chunk_id for h in after}

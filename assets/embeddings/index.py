@@ -309,7 +309,7 @@ def nearest_arrow(
     columns: list[str],
     where: str | None = None,
     prefilter: bool = True,
-    refine_factor: int = VECTOR_SEARCH_REFINE,
+    refine_factor: int | None = VECTOR_SEARCH_REFINE,
     with_row_id: bool = False,
 ) -> pa.Table:
     """The query ``nearest`` builds, run on the table's Lance dataset: ``columns`` plus ``_distance``
@@ -317,23 +317,42 @@ def nearest_arrow(
 
     For the request path: at 1M rows the lancedb query builder adds about 1.5 ms to a 3.5 ms query.
     ``prefilter=False`` applies ``where`` to the ``k`` nearest rows only, so fewer than ``k`` may return;
-    ``refine_factor`` times ``k`` candidates are re-ranked on full-precision vectors.
+    ``refine_factor`` times ``k`` candidates are re-ranked on full-precision vectors; ``None`` returns
+    the index's order and its 8-bit quantized distances (for ``rerank_exact``).
     """
+    nearest = {
+        "column": "vector",
+        "q": vector,
+        "k": k,
+        "metric": "cosine",
+        "ef": max(VECTOR_SEARCH_EF, k),
+        "nprobes": VECTOR_SEARCH_NPROBES,
+    }
+    if refine_factor is not None:
+        nearest["refine_factor"] = refine_factor
+    # Asking for _distance by name is Lance's future behaviour; leaving it implicit logs a warning per query.
+    wanted = columns if "_distance" in columns else [*columns, "_distance"]
     return dataset.to_table(
-        columns=columns,
-        with_row_id=with_row_id,
-        nearest={
-            "column": "vector",
-            "q": vector,
-            "k": k,
-            "metric": "cosine",
-            "ef": max(VECTOR_SEARCH_EF, k),
-            "nprobes": VECTOR_SEARCH_NPROBES,
-            "refine_factor": refine_factor,
-        },
-        filter=where,
-        prefilter=prefilter,
+        columns=wanted, with_row_id=with_row_id, nearest=nearest, filter=where, prefilter=prefilter
     )
+
+
+def rerank_exact(
+    dataset: lance.LanceDataset, vector: np.ndarray, row_ids: np.ndarray, k: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """The ``k`` of ``row_ids`` nearest to ``vector`` on their full-precision vectors, with their cosine
+    distances (as Lance computes them), nearest first.
+
+    What ``refine_factor`` does inside the query, for candidates already chosen: Lance reads the refined
+    vectors one request per row (about 3.4 ms for 80 rows at 100k), a take of 20 costs under 1 ms.
+    """
+    stored = take_rows(dataset, row_ids.tolist(), ["vector"])["vector"].combine_chunks()
+    matrix = stored.flatten().to_numpy(zero_copy_only=False).reshape(len(stored), -1)
+    query = np.asarray(vector, dtype=np.float32)
+    norms = np.linalg.norm(matrix, axis=1) * np.linalg.norm(query)
+    distances = 1.0 - (matrix @ query) / np.where(norms == 0, 1.0, norms)
+    order = np.argsort(distances, kind="stable")[:k]
+    return row_ids[order], distances[order].astype(np.float32)
 
 
 def take_rows(dataset: lance.LanceDataset, row_ids: list[int], columns: list[str]) -> pa.Table:
