@@ -148,7 +148,17 @@ def main() -> None:
     groundwork_seconds = time.perf_counter() - started
 
     report(
-        args, gold, corpus, naive, ours, naive_chunks, len(rows), naive_seconds, groundwork_seconds, embedder
+        args,
+        gold,
+        corpus,
+        naive,
+        ours,
+        naive_chunks,
+        len(rows),
+        naive_seconds,
+        groundwork_seconds,
+        embedder,
+        settings.chunk_max_tokens,
     )
 
 
@@ -163,6 +173,7 @@ def report(
     t0,
     t1,
     embedder,
+    max_tokens: int,
 ):
     k = args.k
     print(
@@ -171,7 +182,7 @@ def report(
         f"gold: {len(gold)} queries; device: {embedder.resolved_device()}; host: {platform.machine()}"
     )
     print(f"naive: {naive_chunks} chunks of {NAIVE_CHUNK_CHARS} characters, {t0:.0f} s")
-    print(f"groundwork: {chunks} chunks (<= 200 tokens), {t1:.0f} s")
+    print(f"groundwork: {chunks} chunks (<= {max_tokens} tokens), {t1:.0f} s")
     if ours.unknown_paths:
         print(f"WARNING gold paths not indexed: {ours.unknown_paths}")
     print(f"{'method':<22}{'recall@' + str(k):>10}{'MRR@10':>10}{'nDCG@10':>10}")
