@@ -431,6 +431,8 @@ class Searcher:
             row_ids = row_ids[visible.admits(row_ids)]
             if len(row_ids) < n:
                 return None
+        if not len(row_ids):
+            return []
         ranked, distances = rerank_exact(dataset, vector, row_ids, n)
         rows = take_rows(dataset, ranked.tolist(), RESULT_COLUMNS).to_pylist()
         for row, distance in zip(rows, distances.tolist(), strict=True):
@@ -455,9 +457,10 @@ class Searcher:
         found = self._visible.get(key)
         if found is None:
             found = VisibleRows.of(dataset, where)
-            while len(self._visible) >= VISIBLE_ROWS_CACHE_SIZE:
-                self._visible.pop(next(iter(self._visible)))
-            self._visible[key] = found
+            with self._lock:
+                while len(self._visible) >= VISIBLE_ROWS_CACHE_SIZE:
+                    self._visible.pop(next(iter(self._visible)), None)
+                self._visible[key] = found
         return found
 
     def document(self, document_id: str, groups: Iterable[str] | None = None) -> list[Hit]:

@@ -182,3 +182,18 @@ def test_rows_whose_groups_change_are_found_in_the_new_version(tmp_path):
     assert [h.chunk_id for h in after] == _exact(searcher, vector, 10, ["public"])
     assert moved_out not in {h.chunk_id for h in after}
     assert set(nearest_finance) & {h.chunk_id for h in after}
+
+
+def test_an_index_with_fewer_rows_than_k_or_none_answers_with_what_it_has(tmp_path):
+    searcher = _searcher_over_new_table(tmp_path)
+    table = searcher.current()[0]
+    table.delete("chunk_id NOT IN ('c1', 'c2', 'c3')")
+    vector = _query(0, 1)
+    hits, plans = _search(searcher, vector, 5, None)
+    assert plans == {"unfiltered": 1}
+    assert sorted(h.chunk_id for h in hits) == ["c1", "c2", "c3"]
+    _assert_exact(hits, _exact_scored(searcher, vector, 5, None))
+
+    table.delete("true")
+    assert _search(searcher, vector, 5, None)[0] == []
+    assert _search(searcher, vector, 5, ["public"]) == ([], {"none_visible": 1})
