@@ -2,8 +2,10 @@
 
 The searcher follows the active-table pointer (a model promoted or rolled back, rows added by the
 pipeline) without a restart, embeds each query with the model the active table was built with, and,
-when given the caller's access groups, filters every mode on the server with a LanceDB prefilter, so a
-chunk outside those groups can never be among the results, whatever ``k`` or the metadata filters are.
+when given the caller's access groups, filters every mode on the server (a LanceDB prefilter, or for a
+vector query whose caller may see a large share of the rows, a check of the nearest candidates' row ids
+against the rows the access clause admits), so a chunk outside those groups can never be among the
+results, whatever ``k`` or the metadata filters are.
 """
 
 from __future__ import annotations
