@@ -17,6 +17,7 @@ from assets.embeddings.index import (
     nearest,
     nearest_arrow,
     rerank_exact,
+    take_rows,
 )
 
 DIM = 384
@@ -64,7 +65,7 @@ def test_hnsw_recall_at_10_against_exact_search(tmp_path):
         # The serving path: the index's candidates unrefined, re-ranked on full-precision vectors.
         found = nearest_arrow(dataset, q, 10 * VECTOR_SEARCH_REFINE, [], refine_factor=None, with_row_id=True)
         ranked, _ = rerank_exact(dataset, q, found["_rowid"].to_numpy(), 10)
-        reranked = dataset._take_rows(ranked.tolist(), columns=["chunk_id"])["chunk_id"].to_pylist()
+        reranked = take_rows(dataset, ranked.tolist(), ["chunk_id"])["chunk_id"].to_pylist()
         reranked_recalls.append(len(exact & set(reranked)) / 10)
     assert np.mean(recalls) >= 0.95, np.mean(recalls)
     assert np.mean(reranked_recalls) >= 0.95, np.mean(reranked_recalls)
