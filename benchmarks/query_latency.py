@@ -39,6 +39,8 @@ from assets.embeddings.index import (
     model_table_name,
     nearest,
     open_active,
+    open_or_create,
+    with_citations,
 )
 from models.embedding_model import MODEL_NAME, packaged_model_version
 
@@ -79,25 +81,27 @@ def _rows(start: int, n: int, schema: pa.Schema) -> pa.Table:
     vectors = clustered(n, seed=start + 1)
     # Half the chunks belong to another group, so the access filter has work to do.
     groups = [["public"] if i % 2 else ["finance"] for i in ids]
-    return pa.table(
-        {
-            "chunk_id": [f"c{i:07d}" for i in ids],
-            "document_id": [f"d{i // 10:06d}" for i in ids],
-            "chunk_index": pa.array([i % 10 for i in ids], pa.int32()),
-            "text": [f"synthetic chunk {i}" for i in ids],
-            "vector": pa.FixedSizeListArray.from_arrays(pa.array(vectors.reshape(-1)), DIM),
-            "path": [f"synthetic/{i // 10:06d}.md" for i in ids],
-            "title": [f"Document {i // 10}" for i in ids],
-            "media_type": ["text/markdown"] * n,
-            "heading_path": [_heading_path(i) for i in ids],
-            "page": pa.nulls(n, pa.int32()),
-            "access_groups": groups,
-            "delta_version": pa.array([_delta_version(i) for i in ids], pa.int64()),
-            "content_hash": [f"h{i}" for i in ids],
-            "model_name": [MODEL_NAME] * n,
-            "model_version": [packaged_model_version()] * n,
-            "created_at": pa.nulls(n, pa.timestamp("us", tz="UTC")),
-        }
+    return with_citations(
+        pa.table(
+            {
+                "chunk_id": [f"c{i:07d}" for i in ids],
+                "document_id": [f"d{i // 10:06d}" for i in ids],
+                "chunk_index": pa.array([i % 10 for i in ids], pa.int32()),
+                "text": [f"synthetic chunk {i}" for i in ids],
+                "vector": pa.FixedSizeListArray.from_arrays(pa.array(vectors.reshape(-1)), DIM),
+                "path": [f"synthetic/{i // 10:06d}.md" for i in ids],
+                "title": [f"Document {i // 10}" for i in ids],
+                "media_type": ["text/markdown"] * n,
+                "heading_path": [_heading_path(i) for i in ids],
+                "page": pa.nulls(n, pa.int32()),
+                "access_groups": groups,
+                "delta_version": pa.array([_delta_version(i) for i in ids], pa.int64()),
+                "content_hash": [f"h{i}" for i in ids],
+                "model_name": [MODEL_NAME] * n,
+                "model_version": [packaged_model_version()] * n,
+                "created_at": pa.nulls(n, pa.timestamp("us", tz="UTC")),
+            }
+        )
     ).cast(schema.remove_metadata())
 
 
@@ -105,13 +109,14 @@ def build(rows: int, data_dir: Path) -> Path:
     """The benchmark database for ``rows`` chunks, built once (index build dominates: minutes at 1M)."""
     uri = data_dir / f"lancedb-{rows}"
     ready = uri / "READY"
-    if ready.exists():
-        print(f"[{rows:,}] reusing {uri}", flush=True)
-        return uri
     db = lancedb.connect(uri)
     model_id = f"{MODEL_NAME}@{packaged_model_version()}"
     name = model_table_name(LOGICAL, model_id)
     schema = embeddings_schema(DIM, model_id)
+    if ready.exists():
+        print(f"[{rows:,}] reusing {uri}", flush=True)
+        open_or_create(db, name, DIM, model_id)  # a table built before a schema change is brought up to date
+        return uri
     started = time.perf_counter()
     if name in db.list_tables().tables and db.open_table(name).count_rows() == rows:
         # An earlier build loaded every row and stopped while indexing: index those rows.

@@ -10,6 +10,7 @@ results, whatever ``k`` or the metadata filters are.
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import threading
@@ -22,14 +23,15 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 
 from assets.embeddings.index import (
+    CITATION_COLUMN,
     POINTER_SUFFIX,
+    RERANK_POOL,
     VECTOR_SEARCH_REFINE,
     _open,
     active_table_name,
     nearest_arrow,
     rerank_exact,
     table_model,
-    take_rows,
 )
 from resources.embedder import EmbedderResource
 from serving.injection import injection_match
@@ -37,6 +39,7 @@ from serving.injection import injection_match
 if TYPE_CHECKING:
     import lance
     import lancedb
+    import pyarrow as pa
 
 log = logging.getLogger(__name__)
 SearchMode = Literal["vector", "fulltext", "hybrid"]
@@ -53,6 +56,8 @@ RESULT_COLUMNS = [
     "access_groups",
     "delta_version",
 ]
+# What a hit reads from a table with the ``citation`` column: the same fields in three columns.
+CITED_COLUMNS = [CITATION_COLUMN, "text", "access_groups"]
 # Metadata a caller may filter on: field -> (column, how it matches). Anything else is refused.
 FILTERABLE_FIELDS: dict[str, tuple[str, str]] = {
     "path_prefix": ("path", "prefix"),
@@ -359,7 +364,7 @@ class Searcher:
         def fetch(builder, n: int) -> list[dict]:
             if where:
                 builder = builder.where(where, prefilter=True)
-            return builder.select(RESULT_COLUMNS).limit(n).to_list()
+            return _rows(builder.select(_columns(state)).limit(n).to_arrow())
 
         if mode != "fulltext":
             if vector is None:
@@ -394,9 +399,10 @@ class Searcher:
         """The ``n`` nearest chunks passing ``where``, filtered after the search when safe and faster;
         ``access_only``: ``where`` is the access clause alone."""
         dataset = self._lance(table, state)
+        columns = _columns(state)
         if where is None:
             self.filter_plans["unfiltered"] += 1
-            return self._reranked(dataset, vector, n * VECTOR_SEARCH_REFINE, n)
+            return self._reranked(dataset, vector, columns, n * VECTOR_SEARCH_REFINE, n)
         if access_only:
             visible = self._visible_rows(dataset, state, where)
             if visible.share == 0.0:
@@ -404,28 +410,30 @@ class Searcher:
                 return []
             candidates = math.ceil(n * POSTFILTER_OVERFETCH / visible.share)
             if candidates <= POSTFILTER_MAX_CANDIDATES:
-                rows = self._reranked(dataset, vector, candidates, n, visible)
+                rows = self._reranked(dataset, vector, columns, candidates, n, visible)
                 if rows is not None:
                     self.filter_plans["postfilter"] += 1
                     return rows
                 self.filter_plans["postfilter_fallback"] += 1
         self.filter_plans["prefilter"] += 1
-        return nearest_arrow(dataset, vector, n, RESULT_COLUMNS, where, prefilter=True).to_pylist()
+        return _rows(nearest_arrow(dataset, vector, n, columns, where, prefilter=True))
 
     @staticmethod
     def _reranked(
         dataset: lance.LanceDataset,
         vector: np.ndarray,
+        columns: list[str],
         candidates: int,
         n: int,
         visible: VisibleRows | None = None,
     ) -> list[dict] | None:
         """The ``n`` nearest rows among the index's ``candidates`` nearest that ``visible`` admits, ranked
-        on full-precision vectors, with their citation columns; None when ``visible`` admits fewer.
+        on full-precision vectors, with ``columns``; None when ``visible`` admits fewer.
 
-        Only row ids come out of the index; the access check is a lookup by row id, and the vectors and
-        then the citation columns are read for the survivors alone: at 1M rows about 7 ms against 10 ms
-        when every candidate's groups were read and Lance re-ranked them (docs/benchmarks.md).
+        Only row ids come out of the index; the access check is a lookup by row id, and one take reads
+        the vectors and citation columns of the first ``n × RERANK_POOL`` survivors: at 1M rows about
+        4.5 ms against 10 ms when every candidate's groups were read and Lance re-ranked them
+        (docs/benchmarks.md).
         """
         found = nearest_arrow(dataset, vector, candidates, [], refine_factor=None, with_row_id=True)
         row_ids = found["_rowid"].to_numpy()
@@ -435,11 +443,8 @@ class Searcher:
                 return None
         if not len(row_ids):
             return []
-        ranked, distances = rerank_exact(dataset, vector, row_ids, n)
-        rows = take_rows(dataset, ranked.tolist(), RESULT_COLUMNS).to_pylist()
-        for row, distance in zip(rows, distances.tolist(), strict=True):
-            row["_distance"] = distance
-        return rows
+        pool = row_ids[: math.ceil(n * RERANK_POOL)]
+        return _rows(rerank_exact(dataset, vector, pool, n, columns))
 
     def _lance(self, table: lancedb.table.Table, state: IndexState) -> lance.LanceDataset:
         """The Lance dataset of ``state``'s table and version; a new version keeps the index caches."""
@@ -471,12 +476,30 @@ class Searcher:
         where = f"document_id = {_quote(document_id)}"
         if groups is not None:
             where = f"({access_clause(groups)}) AND ({where})"
-        rows = table.search().where(where).select(RESULT_COLUMNS).limit(None).to_list()
+        rows = _rows(table.search().where(where).select(_columns(state)).limit(None).to_arrow())
         hits = [_hit(r, 1.0, state) for r in sorted(rows, key=lambda r: r["chunk_index"])]
         return hits if groups is None else _only_visible(hits, frozenset(groups))
 
     def row_count(self) -> int:
         return self.current()[0].count_rows()
+
+
+def _columns(state: IndexState) -> list[str]:
+    """The columns a hit is read from: the ``citation`` column where the table has one (every table
+    built or synced since it exists), else each citation field's own column."""
+    return CITED_COLUMNS if CITATION_COLUMN in state.columns else RESULT_COLUMNS
+
+
+def _rows(found: pa.Table) -> list[dict]:
+    """``found``'s rows as dicts, each ``citation`` unpacked into its fields."""
+    rows = found.to_pylist()
+    if CITATION_COLUMN in found.column_names:
+        for row in rows:
+            citation = row.pop(CITATION_COLUMN)
+            if citation is None:
+                raise LookupError(f"chunk row without its {CITATION_COLUMN!r}: not written by Groundwork")
+            row.update(json.loads(citation))
+    return rows
 
 
 def _hit(row: dict, score: float, state: IndexState) -> Hit:

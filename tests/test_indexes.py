@@ -3,6 +3,7 @@ compacts and cleans up old versions."""
 
 from __future__ import annotations
 
+import math
 from datetime import timedelta
 
 import lancedb
@@ -11,13 +12,13 @@ import pyarrow as pa
 import pytest
 
 from assets.embeddings.index import (
+    RERANK_POOL,
     VECTOR_SEARCH_REFINE,
     _index_types,
     maintain_indexes,
     nearest,
     nearest_arrow,
     rerank_exact,
-    take_rows,
 )
 
 DIM = 384
@@ -62,10 +63,11 @@ def test_hnsw_recall_at_10_against_exact_search(tmp_path):
         exact = set(nearest(table, q, 10, exact=True).select(["chunk_id"]).to_arrow()["chunk_id"].to_pylist())
         approx = set(nearest(table, q, 10).select(["chunk_id"]).to_arrow()["chunk_id"].to_pylist())
         recalls.append(len(exact & approx) / 10)
-        # The serving path: the index's candidates unrefined, re-ranked on full-precision vectors.
+        # The serving path: the index's candidates unrefined, the first of them re-ranked on
+        # full-precision vectors.
         found = nearest_arrow(dataset, q, 10 * VECTOR_SEARCH_REFINE, [], refine_factor=None, with_row_id=True)
-        ranked, _ = rerank_exact(dataset, q, found["_rowid"].to_numpy(), 10)
-        reranked = take_rows(dataset, ranked.tolist(), ["chunk_id"])["chunk_id"].to_pylist()
+        pool = found["_rowid"].to_numpy()[: math.ceil(10 * RERANK_POOL)]
+        reranked = rerank_exact(dataset, q, pool, 10, ["chunk_id"])["chunk_id"].to_pylist()
         reranked_recalls.append(len(exact & set(reranked)) / 10)
     assert np.mean(recalls) >= 0.95, np.mean(recalls)
     assert np.mean(reranked_recalls) >= 0.95, np.mean(reranked_recalls)
@@ -78,9 +80,11 @@ def test_exact_rerank_orders_rows_by_cosine_distance_as_lance_does(tmp_path):
     query = _clustered(1, seed=3)[0] * 3.0
     exact = nearest_arrow(dataset, query, 20, ["chunk_id"], with_row_id=True)
     shuffled = np.random.default_rng(1).permutation(exact["_rowid"].to_numpy())
-    ranked, distances = rerank_exact(dataset, query, shuffled, 8)
-    assert ranked.tolist() == exact["_rowid"].to_pylist()[:8]
-    assert distances.tolist() == pytest.approx(exact["_distance"].to_pylist()[:8], abs=1e-5)
+    ranked = rerank_exact(dataset, query, shuffled, 8, ["chunk_id"])
+    assert ranked.column_names == ["chunk_id", "_rowid", "_distance"]
+    assert ranked["_rowid"].to_pylist() == exact["_rowid"].to_pylist()[:8]
+    assert ranked["chunk_id"].to_pylist() == exact["chunk_id"].to_pylist()[:8]
+    assert ranked["_distance"].to_pylist() == pytest.approx(exact["_distance"].to_pylist()[:8], abs=1e-5)
 
 
 def test_maintenance_compacts_and_cleans_old_versions(tmp_path):

@@ -6,14 +6,26 @@ the caller's groups."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import lancedb
 import numpy as np
 import pyarrow as pa
 import pytest
+from lancedb.index import FTS
 
-from assets.embeddings.index import activate, embeddings_schema, model_table_name, nearest
+from assets.embeddings.index import (
+    CITATION_COLUMN,
+    CITATION_FIELDS,
+    activate,
+    embeddings_schema,
+    model_table_name,
+    nearest,
+    open_or_create,
+    with_citations,
+)
 from resources import EmbedderResource
-from serving.search import Searcher, access_clause
+from serving.search import Searcher, _rows, access_clause
 
 DIM = 384
 CENTRES = 40
@@ -38,9 +50,9 @@ def _groups(i: int, centre: int) -> list[str]:
     return ["public"] if i % 2 else ["finance"]
 
 
-def _searcher_over_new_table(path) -> Searcher:
+def _searcher_over_new_table(path, citation_column: bool = True) -> Searcher:
     """2,000 chunks loaded in four batches (four fragments, as a grown index has), below the vector
-    index threshold."""
+    index threshold; without ``citation_column``, laid out as tables built before that column."""
     rng = np.random.default_rng(5)
     centre_of = rng.integers(0, CENTRES, ROWS)
     vectors = _unit(_centres()[centre_of] + 0.35 * rng.normal(size=(ROWS, DIM)))
@@ -65,8 +77,12 @@ def _searcher_over_new_table(path) -> Searcher:
         "model_version": ["v"] * ROWS,
         "created_at": pa.nulls(ROWS, pa.timestamp("us", tz="UTC")),
     }
+    loaded = with_citations(pa.table(rows))
+    if not citation_column:
+        schema = schema.remove(schema.get_field_index(CITATION_COLUMN))
+        loaded = loaded.drop_columns([CITATION_COLUMN])
     table = db.create_table(name, schema=schema)
-    loaded = pa.table(rows).cast(schema.remove_metadata())
+    loaded = loaded.cast(schema.remove_metadata())
     for start in range(0, ROWS, 500):
         table.add(loaded.slice(start, 500))
     activate(db, "chunks", name)
@@ -197,3 +213,50 @@ def test_an_index_with_fewer_rows_than_k_or_none_answers_with_what_it_has(tmp_pa
     table.delete("true")
     assert _search(searcher, vector, 5, None)[0] == []
     assert _search(searcher, vector, 5, ["public"]) == ([], {"none_visible": 1})
+
+
+def _answers(searcher: Searcher) -> list:
+    """What every read path serves: each vector plan, full text, hybrid, and one document."""
+    table = searcher.current()[0]
+    if not table.list_indices():
+        table.create_index("text", config=FTS())
+    searcher.current(force=True)
+    vector = _query(30, 7)
+    answers = [
+        *_search(searcher, vector, 10, ["public"]),
+        *_search(searcher, vector, 10, None),
+        *_search(searcher, vector, 5, ["public"], filters={"document_id": ["d10", "d11", "d500"]}),
+        searcher.search("chunk 42", k=5, mode="fulltext", groups=["public", "finance"]),
+        searcher.search("chunk 42", k=5, mode="hybrid", groups=["public"], vector=vector),
+        searcher.document("d10", groups=["public", "finance", "rare"]),
+    ]
+    # The table's own version differs between the two layouts (one more write to migrate).
+    return [[replace(h, table_version=0) for h in a] if isinstance(a, list) else a for a in answers]
+
+
+def test_a_table_from_before_the_citation_column_is_served_alike_and_brought_up_to_date(tmp_path):
+    """Hits read from the one ``citation`` column equal hits read from each field's own column, and the
+    next sync gives an older table the column, from its own rows."""
+    current = _answers(_searcher_over_new_table(tmp_path / "current"))
+    older = _searcher_over_new_table(tmp_path / "older", citation_column=False)
+    table = older.current()[0]
+    assert CITATION_COLUMN not in table.schema.names
+    assert _answers(older) == current
+    assert current[0] and current[2] and current[4] and current[6]  # the comparison is over real hits
+
+    migrated = open_or_create(older.db, table.name, DIM, EMBEDDER.model_id)
+    assert CITATION_COLUMN in migrated.schema.names
+    stored = migrated.to_arrow().sort_by("chunk_id")
+    assert (
+        stored[CITATION_COLUMN].to_pylist()
+        == with_citations(stored.select(CITATION_FIELDS))[CITATION_COLUMN].to_pylist()
+    )
+    again = Searcher(older.db, "chunks", EMBEDDER)
+    assert CITATION_COLUMN in again.state().columns and again.state().model_id == EMBEDDER.model_id
+    assert _answers(again) == current
+
+
+def test_a_row_without_its_citation_is_a_clear_error():
+    found = pa.table({CITATION_COLUMN: pa.array([None], pa.string()), "text": ["t"]})
+    with pytest.raises(LookupError, match="without its 'citation'"):
+        _rows(found)

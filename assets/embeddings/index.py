@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
@@ -34,6 +34,9 @@ MODEL_METADATA_KEY = b"groundwork.model"
 VECTOR_SEARCH_EF = 200
 VECTOR_SEARCH_NPROBES = 40
 VECTOR_SEARCH_REFINE = 5
+# Candidates re-read at full precision for an exact re-rank (``rerank_exact``): the first n x RERANK_POOL
+# in the index's order. At 6k and 1M rows a larger pool found none more of the exact top 10.
+RERANK_POOL = 1.5
 INDEXED_COLUMNS = [
     "chunk_id",
     "document_id",
@@ -48,6 +51,21 @@ INDEXED_COLUMNS = [
 ]
 # Indexed when the gold table has them (older gold tables and synthetic corpora may not).
 OPTIONAL_INDEXED_COLUMNS = ["media_type"]
+# What a search hit cites, kept once more as one JSON column, ``citation``, written with the row: a hit's
+# citation is then read as one column instead of eight (at 1M rows a query went from 4.4 to 3.3 ms,
+# docs/benchmarks.md). The index is only ever written whole rows (``merge_insert``), so the copy cannot
+# drift from its columns; access groups stay a column of their own, the one source for access checks.
+CITATION_COLUMN = "citation"
+CITATION_FIELDS = [
+    "chunk_id",
+    "document_id",
+    "chunk_index",
+    "path",
+    "title",
+    "heading_path",
+    "page",
+    "delta_version",
+]
 
 
 def embeddings_schema(dimension: int, model_id: str, model_info: dict | None = None) -> pa.Schema:
@@ -71,9 +89,36 @@ def embeddings_schema(dimension: int, model_id: str, model_info: dict | None = N
             pa.field("model_name", pa.string()),
             pa.field("model_version", pa.string()),
             pa.field("created_at", pa.timestamp("us", tz="UTC")),
+            pa.field(CITATION_COLUMN, pa.string()),
         ],
         metadata={MODEL_METADATA_KEY: json.dumps(identity).encode()},
     )
+
+
+def citations(rows: pa.Table | pa.RecordBatch) -> pa.Array:
+    """The ``citation`` column of ``rows``: each row's CITATION_FIELDS as one JSON object."""
+    fields = rows.select(CITATION_FIELDS).to_pylist()
+    return pa.array([json.dumps(f, separators=(",", ":")) for f in fields], pa.string())
+
+
+def with_citations(rows: pa.Table) -> pa.Table:
+    """``rows`` with their ``citation`` column (replaced if there was one)."""
+    if CITATION_COLUMN in rows.column_names:
+        rows = rows.drop_columns([CITATION_COLUMN])
+    return rows.append_column(CITATION_COLUMN, citations(rows))
+
+
+def add_citations(table: lancedb.table.Table) -> None:
+    """Give a table built before the ``citation`` column one, computed from its rows in one pass."""
+    if not table.count_rows():
+        table.add_columns(pa.field(CITATION_COLUMN, pa.string()))
+        return
+
+    def compute(batch: pa.RecordBatch) -> pa.RecordBatch:
+        return pa.record_batch([citations(batch)], names=[CITATION_COLUMN])
+
+    table.to_lance().add_columns(compute, read_columns=CITATION_FIELDS)
+    table.checkout_latest()
 
 
 def table_model(table: lancedb.table.Table) -> dict:
@@ -182,6 +227,8 @@ def open_or_create(
                 f"LanceDB table {name!r} holds vectors of {built_with}, not {model_id}: "
                 "a model change builds a new table"
             )
+        if CITATION_COLUMN not in table.schema.names:
+            add_citations(table)
         return table
     return db.create_table(name, schema=embeddings_schema(dimension, model_id, model_info))
 
@@ -245,6 +292,7 @@ def sync_embeddings(
             .append_column("model_version", pa.array([model_version] * n))
             .append_column("created_at", pa.array([datetime.now(UTC)] * n, pa.timestamp("us", tz="UTC")))
         )
+        rows = with_citations(rows)
         for column in table.schema.names:  # an optional column the gold table lacks stays null
             if column not in rows.column_names:
                 rows = rows.append_column(column, pa.nulls(n, table.schema.field(column).type))
@@ -338,21 +386,31 @@ def nearest_arrow(
 
 
 def rerank_exact(
-    dataset: lance.LanceDataset, vector: np.ndarray, row_ids: np.ndarray, k: int
-) -> tuple[np.ndarray, np.ndarray]:
-    """The ``k`` of ``row_ids`` nearest to ``vector`` on their full-precision vectors, with their cosine
-    distances (as Lance computes them), nearest first.
+    dataset: lance.LanceDataset,
+    vector: np.ndarray,
+    row_ids: np.ndarray,
+    k: int,
+    columns: Sequence[str] = (),
+) -> pa.Table:
+    """The ``k`` of ``row_ids`` nearest to ``vector`` on their full-precision vectors, nearest first:
+    ``columns``, ``_rowid`` and the cosine ``_distance`` (as Lance computes it).
 
-    What ``refine_factor`` does inside the query, for candidates already chosen: Lance reads the refined
-    vectors one request per row (about 3.4 ms for 80 rows at 100k), a take of 20 costs under 1 ms.
+    What ``refine_factor`` does inside the query, for candidates already chosen, in one take that reads
+    the vectors and ``columns`` together: Lance's refine reads the vectors one request per row (about
+    3.4 ms for 80 rows at 100k), and each take costs about 0.4 ms before its first row.
     """
-    stored = take_rows(dataset, row_ids.tolist(), ["vector"])["vector"].combine_chunks()
+    wanted = list(dict.fromkeys([*columns, "vector"]))
+    taken = take_rows(dataset, row_ids.tolist(), wanted)
+    stored = taken["vector"].combine_chunks()
     matrix = stored.flatten().to_numpy(zero_copy_only=False).reshape(len(stored), -1)
     query = np.asarray(vector, dtype=np.float32)
     norms = np.linalg.norm(matrix, axis=1) * np.linalg.norm(query)
     distances = 1.0 - (matrix @ query) / np.where(norms == 0, 1.0, norms)
     order = np.argsort(distances, kind="stable")[:k]
-    return row_ids[order], distances[order].astype(np.float32)
+    ranked = {name: taken[name].take(order) for name in columns}
+    ranked["_rowid"] = pa.array(row_ids[order], pa.uint64())
+    ranked["_distance"] = pa.array(distances[order], pa.float32())
+    return pa.table(ranked)
 
 
 def take_rows(dataset: lance.LanceDataset, row_ids: list[int], columns: list[str]) -> pa.Table:
