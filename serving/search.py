@@ -431,8 +431,8 @@ class Searcher:
         on full-precision vectors, with ``columns``; None when ``visible`` admits fewer.
 
         Only row ids come out of the index; the access check is a lookup by row id, and one take reads
-        the vectors and citation columns of the first ``n × RERANK_POOL`` survivors: at 1M rows about
-        4.5 ms against 10 ms when every candidate's groups were read and Lance re-ranked them
+        the vectors and hit columns of the first ``n × RERANK_POOL`` survivors: at 1M rows about 4 ms
+        against 10 ms when every candidate's groups were read and Lance re-ranked them
         (docs/benchmarks.md).
         """
         found = nearest_arrow(dataset, vector, candidates, [], refine_factor=None, with_row_id=True)
