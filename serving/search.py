@@ -24,6 +24,7 @@ import numpy as np
 
 from assets.embeddings.index import (
     CITATION_COLUMN,
+    CITATION_FIELDS,
     POINTER_SUFFIX,
     RERANK_POOL,
     VECTOR_SEARCH_REFINE,
@@ -44,20 +45,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 SearchMode = Literal["vector", "fulltext", "hybrid"]
 SEARCH_MODES: tuple[str, ...] = ("vector", "fulltext", "hybrid")
-RESULT_COLUMNS = [
-    "chunk_id",
-    "document_id",
-    "chunk_index",
-    "path",
-    "title",
-    "heading_path",
-    "page",
-    "text",
-    "access_groups",
-    "delta_version",
-]
-# What a hit reads from a table with the ``citation`` column: the same fields in three columns.
+# What a hit is read from: the ``citation`` column, or on a table from before it each field's own column.
 CITED_COLUMNS = [CITATION_COLUMN, "text", "access_groups"]
+RESULT_COLUMNS = [*CITATION_FIELDS, "text", "access_groups"]
 # Metadata a caller may filter on: field -> (column, how it matches). Anything else is refused.
 FILTERABLE_FIELDS: dict[str, tuple[str, str]] = {
     "path_prefix": ("path", "prefix"),
@@ -485,8 +475,8 @@ class Searcher:
 
 
 def _columns(state: IndexState) -> list[str]:
-    """The columns a hit is read from: the ``citation`` column where the table has one (every table
-    built or synced since it exists), else each citation field's own column."""
+    """The columns a hit is read from: with ``citation`` where the table has it (every table built or
+    synced since it exists)."""
     return CITED_COLUMNS if CITATION_COLUMN in state.columns else RESULT_COLUMNS
 
 

@@ -37,18 +37,9 @@ VECTOR_SEARCH_REFINE = 5
 # Candidates re-read at full precision for an exact re-rank (``rerank_exact``): the first n x RERANK_POOL
 # in the index's order. At 6k and 1M rows a larger pool found none more of the exact top 10.
 RERANK_POOL = 1.5
-INDEXED_COLUMNS = [
-    "chunk_id",
-    "document_id",
-    "chunk_index",
-    "path",
-    "title",
-    "heading_path",
-    "page",
-    "text",
-    "access_groups",
-    "content_hash",
-]
+# The gold columns that say where a chunk came from: every hit cites them.
+SOURCE_COLUMNS = ["chunk_id", "document_id", "chunk_index", "path", "title", "heading_path", "page"]
+INDEXED_COLUMNS = [*SOURCE_COLUMNS, "text", "access_groups", "content_hash"]
 # Indexed when the gold table has them (older gold tables and synthetic corpora may not).
 OPTIONAL_INDEXED_COLUMNS = ["media_type"]
 # What a search hit cites, kept once more as one JSON column, ``citation``, written with the row: a hit's
@@ -56,16 +47,7 @@ OPTIONAL_INDEXED_COLUMNS = ["media_type"]
 # docs/benchmarks.md). The index is only ever written whole rows (``merge_insert``), so the copy cannot
 # drift from its columns; access groups stay a column of their own, the one source for access checks.
 CITATION_COLUMN = "citation"
-CITATION_FIELDS = [
-    "chunk_id",
-    "document_id",
-    "chunk_index",
-    "path",
-    "title",
-    "heading_path",
-    "page",
-    "delta_version",
-]
+CITATION_FIELDS = [*SOURCE_COLUMNS, "delta_version"]
 
 
 def embeddings_schema(dimension: int, model_id: str, model_info: dict | None = None) -> pa.Schema:
