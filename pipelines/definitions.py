@@ -14,7 +14,7 @@ from pipelines.failures import record_pipeline_failures
 from pipelines.jobs import main_job, maintenance_job, validation_job
 from pipelines.schedules import nightly_maintenance, nightly_refresh, nightly_validation
 from pipelines.sensors import automation_sensor, landing_sensors
-from pipelines.worker import documents_worker_job
+from pipelines.worker import documents_batch_job, documents_worker_job
 from quality.checks import quality_checks
 from resources import Settings, build_resources, get_settings
 
@@ -35,7 +35,7 @@ def build_definitions(settings: Settings | None = None) -> Definitions:
     return Definitions(
         assets=all_assets(settings),
         asset_checks=quality_checks(settings.sources_file),
-        jobs=[main_job, validation_job, maintenance_job, documents_worker_job],
+        jobs=[main_job, validation_job, maintenance_job, documents_worker_job, documents_batch_job],
         schedules=[nightly_refresh, nightly_validation, nightly_maintenance],
         sensors=[
             *landing_sensors(settings.sources_file, settings.documents_worker),

@@ -4,21 +4,32 @@ and carries each change of ``landing/documents/`` to the index as soon as it lan
 A run per batch pays for a process, a JVM and a model load every time (most of a minute on 2 cores);
 the worker pays once. It lists the landing zone every ``documents_worker_poll_seconds`` and, when the
 listing changed, materializes the four document assets with their blocking checks, exactly what the
-per-batch run would, as a run of its own executed in this process. Every batch therefore has its
-materializations, check results, logs and failure in Dagster like any run, tagged with the worker's
-run id. The landing sensor starts the worker when none is running (``GROUNDWORK_DOCUMENTS_WORKER=false``
-goes back to one run per batch).
+per-batch run would, as a run of the ``documents_batch`` job executed in this process. Every batch
+therefore has its materializations, check results, logs and failure in Dagster like any run, tagged
+with the worker's run id. The landing sensor starts the worker when none is running
+(``GROUNDWORK_DOCUMENTS_WORKER=false`` goes back to one run per batch).
 """
 
 import time
 
-from dagster import Config, DagsterRunStatus, OpExecutionContext, RunsFilter, job, materialize, op
+from dagster import (
+    AssetSelection,
+    Config,
+    DagsterRunStatus,
+    Definitions,
+    OpExecutionContext,
+    RunsFilter,
+    define_asset_job,
+    job,
+    op,
+)
 
 from assets.landing import landing_fingerprint, list_landing
 from pipelines.failures import failure_rows, record_failures
 from resources.settings import get_settings
 
 WORKER_JOB = "documents_worker"
+BATCH_JOB = "documents_batch"
 WORKER_TAG = "groundwork/documents_worker"
 DOCUMENT_ASSETS = ["bronze_documents", "silver_documents", "document_chunks", "chunk_embeddings"]
 RESOURCE_KEYS = {"spark", "lakehouse", "lancedb", "embedder", "quality", "privacy", "mlflow", "evaluation"}
@@ -32,6 +43,18 @@ LIVE_STATUSES = [
     DagsterRunStatus.STARTING,
     DagsterRunStatus.STARTED,
 ]
+
+
+# What the worker runs for each change, as a job of the deployment's own: its runs are listed under this
+# name in the UI (not as an unnamed asset run) and can be re-executed from there like any job's.
+documents_batch_job = define_asset_job(
+    BATCH_JOB,
+    selection=AssetSelection.assets(*DOCUMENT_ASSETS),
+    description=(
+        "One change of landing/documents/ through silver and gold into the index, with every blocking "
+        f"check: what the resident {WORKER_JOB} run executes for each change it sees."
+    ),
+)
 
 
 class WorkerConfig(Config):
@@ -63,6 +86,10 @@ def index_landed_documents(context: OpExecutionContext, config: WorkerConfig) ->
     settings = get_settings()
     definitions = [*all_assets(settings), *quality_checks(settings.sources_file)]
     resources = {key: getattr(context.resources, key) for key in RESOURCE_KEYS}
+    # The worker's own resources, Spark and the model warm, serve every batch.
+    batch_job = Definitions(assets=definitions, jobs=[documents_batch_job], resources=resources).get_job_def(
+        BATCH_JOB
+    )
     root = context.resources.lakehouse.landing_path("documents")
     indexed, batches, idle_since = None, 0, time.monotonic()
     next_daemon_check = time.monotonic() + DAEMON_CHECK_SECONDS
@@ -73,10 +100,7 @@ def index_landed_documents(context: OpExecutionContext, config: WorkerConfig) ->
         fingerprint = landing_fingerprint(listing)
         if fingerprint != indexed:
             started = time.monotonic()
-            result = materialize(
-                definitions,
-                selection=DOCUMENT_ASSETS,
-                resources=resources,
+            result = batch_job.execute_in_process(
                 instance=context.instance,
                 tags={WORKER_TAG: context.run_id, "groundwork/landed_files": str(len(listing))},
                 raise_on_error=False,

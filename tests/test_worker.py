@@ -22,7 +22,7 @@ from dagster import (
 
 from assets.embeddings.index import open_active
 from pipelines.definitions import build_definitions
-from pipelines.worker import DOCUMENT_ASSETS, WORKER_JOB, WORKER_TAG
+from pipelines.worker import BATCH_JOB, DOCUMENT_ASSETS, WORKER_JOB, WORKER_TAG
 from resources import Settings
 from resources.settings import SAMPLES_DIR, get_settings
 
@@ -121,6 +121,7 @@ def test_the_worker_indexes_each_change_in_its_own_run_with_the_blocking_checks(
             r for r in instance.get_run_records() if r.dagster_run.tags.get(WORKER_TAG) == result.run_id
         ]
         assert len(batches) == 2 and all(r.dagster_run.status == DagsterRunStatus.SUCCESS for r in batches)
+        assert {r.dagster_run.job_name for r in batches} == {BATCH_JOB}, "listed in the UI as the batch job"
         for record in batches:
             run_id = record.dagster_run.run_id
             materialized = {
