@@ -84,9 +84,7 @@ def citations(rows: pa.Table | pa.RecordBatch) -> pa.Array:
 
 
 def with_citations(rows: pa.Table) -> pa.Table:
-    """``rows`` with their ``citation`` column (replaced if there was one)."""
-    if CITATION_COLUMN in rows.column_names:
-        rows = rows.drop_columns([CITATION_COLUMN])
+    """``rows`` with their ``citation`` column."""
     return rows.append_column(CITATION_COLUMN, citations(rows))
 
 
