@@ -12,7 +12,9 @@ PY := $(VENV)/bin/python
 JARS ?= $(CACHE)/jars
 DELTA_VERSION := 4.4.0
 DELTA_JARS := delta-spark_4.2_2.13 delta-storage delta-kernel-api delta-kernel-defaults delta-kernel-unitycatalog
-LOCK_HASH := $(shell cat requirements.lock pyproject.toml | sha256sum | cut -c1-16)
+# ENV_RECIPE is part of the key: bump it when the way the environment is built changes (v2: bytecode).
+ENV_RECIPE := v2-bytecode
+LOCK_HASH := $(shell (cat requirements.lock pyproject.toml; echo $(ENV_RECIPE)) | sha256sum | cut -c1-16)
 VENV_STAMP := $(VENV)/.groundwork-$(LOCK_HASH)
 JARS_STAMP := $(JARS)/.delta-$(DELTA_VERSION)
 # Spark's s3a filesystem (object storage): hadoop-aws + the AWS SDK v2 modules it uses, 35 jars, 12.3 MB.
@@ -41,7 +43,9 @@ $(UV):
 $(VENV_STAMP): requirements.lock pyproject.toml | $(UV)
 	@echo "==> installing the Python environment into $(VENV) (once per lock file)"
 	test -x $(PY) || $(UV) venv --python 3.11 $(VENV)
-	VIRTUAL_ENV=$(VENV) $(UV) pip install -r requirements.lock
+	# --compile-bytecode writes every library's .pyc now: these machines (and CI) set
+	# PYTHONDONTWRITEBYTECODE=1, so without it every process recompiles torch, Dagster, MLflow ... at import.
+	VIRTUAL_ENV=$(VENV) $(UV) pip install --compile-bytecode -r requirements.lock
 	rm -f $(VENV)/.groundwork-*
 	touch $@
 
