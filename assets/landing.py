@@ -23,6 +23,9 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
+from resources.lakehouse import Lakehouse
+from resources.settings import Settings
+
 LANDED_SCHEMA = T.StructType(
     [
         T.StructField("uri", T.StringType(), False),
@@ -223,3 +226,43 @@ def landing_fingerprint(listing: pd.DataFrame) -> str:
     for row in listing.sort_values("path").itertuples(index=False):
         digest.update(f"{row.path}\0{row.size_bytes}\0{row.modified_at.value}\n".encode())
     return digest.hexdigest()
+
+
+def landing_state(root: str) -> str:
+    """The landing zone's fingerprint with its access rules (a rule change re-ingests its documents)."""
+    rules = json.dumps(load_access_rules(root), sort_keys=True)
+    return landing_fingerprint(list_landing(root)) + hashlib.sha256(rules.encode()).hexdigest()
+
+
+def landing_changed(settings: Settings, sources: list[str]) -> bool:
+    """Whether any of ``sources`` has landed something its bronze table has not ingested yet."""
+    lakehouse = Lakehouse.from_settings(settings)
+    return any(
+        not already_ingested(
+            lakehouse.checkpoint_path(f"bronze_{source}"), landing_state(lakehouse.landing_path(source))
+        )
+        for source in sources
+    )
+
+
+def _ingested_marker(checkpoint: str) -> str:
+    return f"{checkpoint.rstrip('/')}.ingested.json"
+
+
+def already_ingested(checkpoint: str, state: str) -> bool:
+    """Whether the last complete ingest through ``checkpoint`` saw exactly this landing ``state``: then
+    a run has nothing to read and needs no Spark job at all. A new or recreated checkpoint never is."""
+    try:
+        fs, path = filesystem(_ingested_marker(checkpoint))
+        with fs.open_input_stream(path) as stream:
+            recorded = json.loads(stream.read().decode())
+        return recorded == {"stream": stream_app_id(checkpoint), "landing": state}
+    except (OSError, ValueError, KeyError):  # no marker or no checkpoint yet
+        return False
+
+
+def mark_ingested(checkpoint: str, state: str) -> None:
+    """Record the landing ``state`` a complete ingest through ``checkpoint`` has seen."""
+    fs, path = filesystem(_ingested_marker(checkpoint))
+    with fs.open_output_stream(path) as stream:
+        stream.write(json.dumps({"stream": stream_app_id(checkpoint), "landing": state}).encode())

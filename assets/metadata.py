@@ -7,7 +7,7 @@ from typing import Any
 from dagster import AssetKey, MetadataValue, TableColumn, TableColumnDep, TableColumnLineage, TableSchema
 from pyspark.sql import types as T
 
-from resources.lakehouse import LakehouseResource
+from resources.lakehouse import Lakehouse
 
 
 def table_schema(schema: T.StructType) -> TableSchema:
@@ -29,11 +29,12 @@ def column_lineage(deps: dict[str, list[tuple[str, str]]]) -> TableColumnLineage
 
 
 def delta_metadata(
-    lakehouse: LakehouseResource, name: str, schema: T.StructType, **extra: Any
+    lakehouse: Lakehouse, name: str, schema: T.StructType | None = None, **extra: Any
 ) -> dict[str, Any]:
+    """Rows, version, path and schema (the table's own, from its Delta log, unless given)."""
     info = lakehouse.info(name)
     metadata: dict[str, Any] = {
-        "dagster/column_schema": table_schema(schema),
+        "dagster/column_schema": table_schema(schema or lakehouse.schema(name)),
         "table_path": MetadataValue.path(lakehouse.table_path(name)),
     }
     if info is not None:

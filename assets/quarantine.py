@@ -9,11 +9,14 @@ documents that yield nothing to index.
 
 from __future__ import annotations
 
-import pyarrow.compute as pc
-from pyspark.sql import Column, DataFrame, SparkSession
-from pyspark.sql import functions as F
+from typing import TYPE_CHECKING
 
-from resources.lakehouse import LakehouseResource
+import pyarrow.compute as pc
+
+from resources.lakehouse import Lakehouse
+
+if TYPE_CHECKING:  # the readers below serve `groundwork status`, which starts no JVM
+    from pyspark.sql import Column, DataFrame, SparkSession
 
 LAYERS = ("bronze", "silver", "gold")
 RAW_LIMIT = 4000
@@ -36,6 +39,8 @@ def to_quarantine(
     raw: Column,
 ) -> DataFrame:
     """Shape rejected rows (which carry ``reason`` and ``run_id``) into the quarantine schema."""
+    from pyspark.sql import functions as F
+
     return rejected.select(
         F.lit(source).alias("source"),
         source_file.cast("string").alias("source_file"),
@@ -48,7 +53,7 @@ def to_quarantine(
     )
 
 
-def read_quarantine(lakehouse: LakehouseResource):
+def read_quarantine(lakehouse: Lakehouse):
     """Every layer's quarantine as one pandas frame with a ``layer`` column (no JVM: delta-rs)."""
     import pandas as pd
 
@@ -64,7 +69,7 @@ def read_quarantine(lakehouse: LakehouseResource):
     )
 
 
-def last_ingestion_runs(lakehouse: LakehouseResource) -> list[dict]:
+def last_ingestion_runs(lakehouse: Lakehouse) -> list[dict]:
     """Each source's reconciliation for its most recent run (landed, accepted, quarantined, ...)."""
     if not lakehouse.exists(INGESTION_RUNS_TABLE):
         return []
@@ -74,7 +79,7 @@ def last_ingestion_runs(lakehouse: LakehouseResource) -> list[dict]:
 
 
 def write_quarantine(
-    spark: SparkSession, lakehouse: LakehouseResource, layer: str, rows: DataFrame, txn: tuple[str, int]
+    spark: SparkSession, lakehouse: Lakehouse, layer: str, rows: DataFrame, txn: tuple[str, int]
 ) -> int:
     """Record rejected rows once: a replayed batch (same ``txn``) or the same rejection seen again on a
     rebuilt partition is not added twice. No rows, no MERGE: most batches reject nothing, and a MERGE
@@ -87,7 +92,7 @@ def write_quarantine(
 
 def record_ingestion_run(
     spark: SparkSession,
-    lakehouse: LakehouseResource,
+    lakehouse: Lakehouse,
     source: str,
     run_id: str,
     landed: int,
@@ -102,6 +107,8 @@ def record_ingestion_run(
             f"{source}: counts do not reconcile: landed {landed} != accepted {accepted} + quarantined "
             f"{quarantined} + duplicates {duplicates}"
         )
+    from pyspark.sql import functions as F
+
     counts = {
         "landed": landed,
         "accepted": accepted,
@@ -121,7 +128,7 @@ def record_ingestion_run(
     return counts
 
 
-def _recorded(lakehouse: LakehouseResource, source: str, run_id: str) -> bool:
+def _recorded(lakehouse: Lakehouse, source: str, run_id: str) -> bool:
     if not lakehouse.exists(INGESTION_RUNS_TABLE):
         return False
     # Filtered on read: Parquet statistics skip other runs' records instead of reading the table.

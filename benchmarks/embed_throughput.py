@@ -20,7 +20,7 @@ import lancedb
 from assets.chunks.chunking import embedding_input
 from assets.embeddings.index import sync_embeddings
 from benchmarks._corpus import gold_table, sample_chunks
-from resources.embedder import EmbedderResource
+from resources.embedder import Embedder
 
 
 def main() -> None:
@@ -37,7 +37,7 @@ def main() -> None:
         rows.append(row)
     gold = gold_table(rows)
     texts = [embedding_input(r["title"], r["heading_path"], r["text"]) for r in rows]
-    embedder = EmbedderResource(device=args.device)
+    embedder = Embedder(device=args.device)
     device = embedder.resolved_device()
     embedder.encode(texts[:64])  # load and warm up once, outside both timings
 

@@ -16,7 +16,7 @@ import lancedb
 
 from assets.embeddings.index import sync_embeddings
 from benchmarks._corpus import gold_table, synthetic_corpus
-from resources.embedder import EmbedderResource
+from resources.embedder import Embedder
 
 
 def main() -> None:
@@ -27,7 +27,7 @@ def main() -> None:
     parser.add_argument("--device", default="auto")
     args = parser.parse_args()
 
-    embedder = EmbedderResource(device=args.device)
+    embedder = Embedder(device=args.device)
     embedder.encode(["warm up"])
     full = gold_table(synthetic_corpus(args.documents, args.chunks_per_document))
     changed_docs = max(1, round(args.documents * args.changed))

@@ -145,12 +145,12 @@ def percentiles(ms: list[float]) -> tuple[float, float]:
 
 def _searcher(uri: Path):
     """A Searcher as `groundwork serve` builds it: the active pointer re-read at most once a refresh."""
-    from resources.embedder import EmbedderResource
+    from resources.embedder import Embedder
     from resources.settings import Settings
     from serving.search import Searcher
 
     refresh = Settings().serve_refresh_seconds
-    return Searcher(lancedb.connect(uri), LOGICAL, EmbedderResource(), refresh_seconds=refresh)
+    return Searcher(lancedb.connect(uri), LOGICAL, Embedder(), refresh_seconds=refresh)
 
 
 def recall_at_10(uri: Path, queries: np.ndarray) -> float:
@@ -244,9 +244,9 @@ def over_http(uri: Path, queries: np.ndarray) -> list[float]:
 
 def embedding_ms(texts: list[str]) -> list[float]:
     """What a text query adds on top: embedding one query with the packaged model, in ms."""
-    from resources.embedder import EmbedderResource
+    from resources.embedder import Embedder
 
-    embedder = EmbedderResource()
+    embedder = Embedder()
     embedder.encode(["warm up"])
     ms = []
     for text in texts:

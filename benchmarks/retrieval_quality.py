@@ -38,7 +38,7 @@ from assets.documents.transform import document_id
 from assets.embeddings.index import sync_embeddings
 from benchmarks._corpus import _row, gold_table
 from models.evaluation import MODES, EvaluationReport, evaluate, indexed_paths, load_gold, searcher_function
-from resources.embedder import EmbedderResource
+from resources.embedder import Embedder
 from resources.settings import Settings
 from serving.search import Searcher
 
@@ -88,7 +88,7 @@ def groundwork_rows(corpus: dict[str, tuple[str, str]], settings: Settings, mode
     return rows
 
 
-def naive_search(corpus: dict[str, tuple[str, str]], embedder: EmbedderResource):
+def naive_search(corpus: dict[str, tuple[str, str]], embedder: Embedder):
     """Fixed 1,000-character windows of the same text, exact cosine search over their vectors."""
     paths, texts = [], []
     for path, (_, text) in corpus.items():
@@ -115,7 +115,7 @@ def main() -> None:
     gold = load_gold(args.gold)
     corpus = load_corpus(args.corpus)
     settings = Settings(home=Path(tempfile.gettempdir()) / "groundwork-bench")
-    embedder = EmbedderResource(device=args.device, batch_size=settings.embedding_batch_size)
+    embedder = Embedder(device=args.device, batch_size=settings.embedding_batch_size)
     embedder.encode(["warm up"])
 
     started = time.perf_counter()

@@ -1,7 +1,7 @@
 """The embedding model itself, without Dagster: loaded offline from its PyPI package, on CUDA (fp16)
 when present, else CPU, and the one call that turns texts into unit vectors.
 
-``resources.embedder.EmbedderResource`` wires it into pipelines and serving; a GPU machine without
+``resources.embedder.Embedder`` wires it into pipelines and serving; a GPU machine without
 the rest of the stack runs it alone (``benchmarks/gpu_embedding.py``).
 """
 

@@ -210,7 +210,7 @@ def log_to_mlflow(
     experiment: str = EVALUATION_EXPERIMENT,
 ) -> str:
     """One MLflow run with every mode's metrics, ``tags`` (model and table versions) and the per-query
-    rankings as a JSON artifact; returns the run id. ``tracking`` is an ``MLflowResource``."""
+    rankings as a JSON artifact; returns the run id. ``tracking`` is an ``MLflowStore``."""
     mlflow = tracking.configure()
     with mlflow.start_run(experiment_id=tracking.experiment_id(experiment), run_name=run_name) as run:
         mlflow.set_tags({k: str(v) for k, v in tags.items()})

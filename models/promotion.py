@@ -34,7 +34,11 @@ from models.model_registry import (
 )
 from quality import suites
 from quality.checks import embedding_frame
-from resources import EmbedderResource, LakehouseResource, LanceDBResource, MLflowResource, QualityResource
+from resources.embedder import Embedder
+from resources.lakehouse import Lakehouse
+from resources.quality import Quality
+from resources.tracking import MLflowStore
+from resources.vectorstore import LanceDBStore
 from serving.search import Searcher
 
 PROMOTION_EXPERIMENT = "groundwork-model-promotion"
@@ -60,11 +64,11 @@ class PromotionDecision:
 
 
 def build_table(
-    embedder: EmbedderResource,
-    tracking: MLflowResource,
-    lancedb: LanceDBResource,
-    lakehouse: LakehouseResource,
-    quality: QualityResource | None = None,
+    embedder: Embedder,
+    tracking: MLflowStore,
+    lancedb: LanceDBStore,
+    lakehouse: Lakehouse,
+    quality: Quality | None = None,
 ) -> str:
     """Bring ``embedder``'s table in line with the gold chunks without activating it; returns its name.
 
@@ -103,7 +107,7 @@ def build_table(
 
 
 def evaluate_table(
-    embedder: EmbedderResource, lancedb: LanceDBResource, table: str, gold: list[GoldQuery], k: int
+    embedder: Embedder, lancedb: LanceDBStore, table: str, gold: list[GoldQuery], k: int
 ) -> EvaluationReport:
     searcher = Searcher(lancedb.connect(), lancedb.table_name, embedder, physical=table)
     return evaluate(
@@ -114,11 +118,11 @@ def evaluate_table(
 def promote(
     candidate: str,
     gold: list[GoldQuery],
-    tracking: MLflowResource,
-    lancedb: LanceDBResource,
-    lakehouse: LakehouseResource,
-    template: EmbedderResource,
-    quality: QualityResource | None = None,
+    tracking: MLflowStore,
+    lancedb: LanceDBStore,
+    lakehouse: Lakehouse,
+    template: Embedder,
+    quality: Quality | None = None,
     tolerance: float = 0.0,
     mode: str = "vector",
     k: int = 5,
@@ -205,7 +209,7 @@ def _renamed(metrics: ModeMetrics, mode_name: str) -> ModeMetrics:
     return replace(metrics, mode=mode_name)
 
 
-def rollback(tracking: MLflowResource, lancedb: LanceDBResource) -> tuple[str, str]:
+def rollback(tracking: MLflowStore, lancedb: LanceDBStore) -> tuple[str, str]:
     """Move ``champion`` and the active table back to the previous champion; returns (from, to) versions.
 
     The previous champion's table is kept from when it served; the next pipeline run brings it up to date

@@ -14,7 +14,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from resources.tracking import MLflowResource
+from resources.tracking import MLflowStore
 
 PROMPTS_DIR = Path(__file__).resolve().parent / "prompts"
 PRODUCTION = "production"
@@ -55,7 +55,7 @@ class RegisteredPrompt:
         return _VARIABLE.sub(lambda m: str(variables[m.group(1)]), self.template)
 
 
-def _client(tracking: MLflowResource):
+def _client(tracking: MLflowStore):
     return tracking.client()
 
 
@@ -68,7 +68,7 @@ def _latest(client, name: str):
     return max(items, key=lambda v: int(v.version)) if items else None
 
 
-def sync_prompts(tracking: MLflowResource, folder: Path = PROMPTS_DIR) -> list[PromptInfo]:
+def sync_prompts(tracking: MLflowStore, folder: Path = PROMPTS_DIR) -> list[PromptInfo]:
     """Register each ``*.txt`` in ``folder`` whose text changed (a new version only on change) and
     point ``production`` at it; an unchanged file keeps its version and its current alias."""
     files = sorted(Path(folder).glob("*.txt"))
@@ -108,7 +108,7 @@ def _alias_version(client, name: str, alias: str):
         return None
 
 
-def load_prompt(tracking: MLflowResource, name: str, alias: str = PRODUCTION) -> RegisteredPrompt:
+def load_prompt(tracking: MLflowStore, name: str, alias: str = PRODUCTION) -> RegisteredPrompt:
     """The version ``alias`` points at now (one registry lookup, about 15 ms on SQLite)."""
     found = _alias_version(_client(tracking), name, alias)
     if found is None:
@@ -119,7 +119,7 @@ def load_prompt(tracking: MLflowResource, name: str, alias: str = PRODUCTION) ->
     return RegisteredPrompt(name=name, version=int(found.version), alias=alias, template=found.template)
 
 
-def set_prompt_alias(tracking: MLflowResource, name: str, version: int, alias: str = PRODUCTION) -> None:
+def set_prompt_alias(tracking: MLflowStore, name: str, version: int, alias: str = PRODUCTION) -> None:
     """Point ``alias`` at ``version`` (e.g. roll ``production`` back); the version must exist."""
     from mlflow.exceptions import MlflowException
 
@@ -131,7 +131,7 @@ def set_prompt_alias(tracking: MLflowResource, name: str, version: int, alias: s
     tracking.configure().genai.set_prompt_alias(name, alias=alias, version=int(version))
 
 
-def list_prompts(tracking: MLflowResource) -> list[dict]:
+def list_prompts(tracking: MLflowStore) -> list[dict]:
     """Every registered prompt with its versions (newest first) and the aliases on each."""
     client = _client(tracking)
     out = []

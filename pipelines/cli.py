@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -10,8 +11,9 @@ import sys
 import threading
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, TextIO
 
 import typer
 from rich.console import Console
@@ -59,6 +61,65 @@ def run_pipeline(
     UTC); a past day re-reads that day's files (see ``assets/structured/assets.py``).
     """
     ensure_dagster_home(settings)
+    run_id = str(uuid.uuid4())
+    log_file = settings.home / "logs" / f"run-{run_id[:8]}.log"
+    with library_output_to(log_file) as terminal:
+        out = Console(file=terminal, force_terminal=console.is_terminal, width=console.width)
+        succeeded = _run_pipeline(settings, selection, ingest_day, run_id, out)
+        out.print(f"[dim]log of this run (Spark, libraries): {log_file}[/dim]")
+    return succeeded
+
+
+@contextlib.contextmanager
+def library_output_to(log_file: Path) -> Iterator[TextIO]:
+    """Send whatever the process writes to its stdout and stderr (the JVM's log4j, library warnings and
+    progress bars) to ``log_file``; yields a stream to the real stdout for our own progress and summary.
+
+    At the file-descriptor level, so the JVM started meanwhile (which inherits them) writes there too.
+    """
+    log_file.parent.mkdir(parents=True, exist_ok=True)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = os.dup(1), os.dup(2)
+    terminal = os.fdopen(os.dup(saved[0]), "w", buffering=1)
+    try:
+        with open(log_file, "ab") as log:
+            os.dup2(log.fileno(), 1)
+            os.dup2(log.fileno(), 2)
+            try:
+                yield terminal
+            finally:
+                sys.stdout.flush()
+                sys.stderr.flush()
+                os.dup2(saved[0], 1)
+                os.dup2(saved[1], 2)
+    finally:
+        terminal.close()
+        for fd in saved:
+            os.close(fd)
+
+
+def _prestart_spark(settings: Settings) -> None:
+    """Start the JVM in the background while Dagster loads, when some landing zone changed since its last
+    ingest (a run with nothing new needs no Spark at all). Steps that need Spark get this session."""
+
+    def start() -> None:
+        from assets.landing import landing_changed
+        from resources.spark import Spark
+
+        sources = ["documents", *(c.name for c in load_sources(settings.sources_file))]
+        if landing_changed(settings, sources):
+            Spark.from_settings(settings).session()
+
+    from assets.structured.contracts import load_sources
+
+    threading.Thread(target=start, name="spark-prestart", daemon=True).start()
+
+
+def _run_pipeline(
+    settings: Settings, selection: list[str] | None, ingest_day: str | None, run_id: str, console: Console
+) -> bool:
+    _prestart_spark(settings)
     from dagster import AssetKey, DagsterEventType, DagsterInstance
 
     from assets.structured.assets import current_ingest_day
@@ -71,7 +132,6 @@ def run_pipeline(
     graph = job.asset_layer.asset_graph
     assets = set(keys) if keys else set(job.asset_layer.executable_asset_keys)
     total = len(assets) + len(graph.get_check_keys_for_assets(assets))  # one step per asset and per check
-    run_id = str(uuid.uuid4())
     with DagsterInstance.get() as instance:
         result_box: dict = {}
 
@@ -99,16 +159,23 @@ def run_pipeline(
         with Progress(*columns, console=console, transient=False) as progress:
             task = progress.add_task("starting Spark and the pipeline", total=total)
             worker.start()
+            done, current, cursor = 0, "", None
+            step_events = {
+                DagsterEventType.STEP_START,
+                DagsterEventType.STEP_SUCCESS,
+                DagsterEventType.STEP_FAILURE,
+            }
             while worker.is_alive():
                 worker.join(0.5)
-                done, current = 0, ""
-                for record in instance.all_logs(run_id):
-                    event = record.dagster_event
-                    if event is None:
-                        continue
+                # Only the step events since the last poll: re-reading the whole log every half second
+                # took seconds of CPU from the run itself on two cores.
+                page = instance.get_records_for_run(run_id, cursor=cursor, of_type=step_events)
+                cursor = page.cursor or cursor
+                for record in page.records:
+                    event = record.event_log_entry.dagster_event
                     if event.event_type == DagsterEventType.STEP_START:
                         current = event.step_key or ""
-                    elif event.event_type in (DagsterEventType.STEP_SUCCESS, DagsterEventType.STEP_FAILURE):
+                    else:
                         done += 1
                 progress.update(
                     task, completed=done, description=f"materializing {current}" if current else "starting"
@@ -157,10 +224,9 @@ def run(
 
 def _searcher(settings: Settings):
     """The active index, queried with the model the registry's alias names now (see serving/champion.py)."""
-    from resources import build_resources
     from serving.champion import champion_searcher
 
-    return champion_searcher(build_resources(settings), settings.embeddings_table)
+    return champion_searcher(settings)
 
 
 @app.command()
@@ -403,9 +469,9 @@ def eval_command(
 def models_list(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     """Every registered version of the embedding model, its aliases and where its weights come from."""
     from models.model_registry import list_embedders
-    from resources import build_resources
+    from resources.tracking import MLflowStore
 
-    versions = list_embedders(build_resources(get_settings())["mlflow"])
+    versions = list_embedders(MLflowStore.from_settings(get_settings()))
     if as_json:
         typer.echo(json.dumps([v.to_dict() for v in versions], indent=2))
         return
@@ -489,11 +555,14 @@ def models_promote(
 def models_rollback() -> None:
     """Move `champion` and the active index back to the previous champion (serving follows at once)."""
     from models.promotion import rollback
-    from resources import build_resources
+    from resources.tracking import MLflowStore
+    from resources.vectorstore import LanceDBStore
 
-    resources = build_resources(get_settings())
+    settings = get_settings()
     try:
-        previous, current = rollback(resources["mlflow"], resources["lancedb"])
+        previous, current = rollback(
+            MLflowStore.from_settings(settings), LanceDBStore.from_settings(settings)
+        )
     except (LookupError, ValueError) as exc:
         raise _fail(exc) from None
     console.print(f"champion: v{previous} → v{current}")
@@ -503,9 +572,9 @@ def models_rollback() -> None:
 def prompts_list(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     """Registered prompts, their versions and aliases."""
     from models.prompt_registry import list_prompts
-    from resources import build_resources
+    from resources.tracking import MLflowStore
 
-    prompts = list_prompts(build_resources(get_settings())["mlflow"])
+    prompts = list_prompts(MLflowStore.from_settings(get_settings()))
     if as_json:
         typer.echo(json.dumps(prompts, indent=2))
         return
@@ -527,10 +596,10 @@ def prompts_show(
 ) -> None:
     """The template that NAME's alias (default `production`) points at."""
     from models.prompt_registry import load_prompt
-    from resources import build_resources
+    from resources.tracking import MLflowStore
 
     try:
-        prompt = load_prompt(build_resources(get_settings())["mlflow"], name, alias)
+        prompt = load_prompt(MLflowStore.from_settings(get_settings()), name, alias)
     except LookupError as exc:
         raise _fail(exc) from None
     if as_json:
@@ -545,9 +614,9 @@ def prompts_show(
 def prompts_sync() -> None:
     """Register the templates in models/prompts/ whose text changed; `production` moves to new versions."""
     from models.prompt_registry import sync_prompts
-    from resources import build_resources
+    from resources.tracking import MLflowStore
 
-    for info in sync_prompts(build_resources(get_settings())["mlflow"]):
+    for info in sync_prompts(MLflowStore.from_settings(get_settings())):
         state = "new version" if info.changed else "unchanged"
         console.print(f"{info.name}: v{info.version} ({state}), {info.alias} → v{info.version}")
 

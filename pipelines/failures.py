@@ -7,7 +7,6 @@ daemon; ``groundwork status`` reads the latest rows back.
 
 from datetime import UTC, datetime
 
-import pyarrow as pa
 from dagster import (
     DagsterEventType,
     DagsterInstance,
@@ -15,28 +14,9 @@ from dagster import (
     RunFailureSensorContext,
     run_failure_sensor,
 )
-from deltalake import write_deltalake
 
-from resources.lakehouse import read_table, storage_options_for, table_version
-from resources.settings import Settings, get_settings
-
-FAILURES_TABLE = "pipeline_failures"
-FAILURE_SCHEMA = pa.schema(
-    [
-        pa.field("run_id", pa.string(), nullable=False),
-        pa.field("job_name", pa.string()),
-        pa.field("step_key", pa.string()),
-        pa.field("error_type", pa.string()),
-        pa.field("message", pa.string()),
-        pa.field("cause", pa.string()),
-        pa.field("attempts", pa.int32()),
-        pa.field("failed_at", pa.timestamp("us", tz="UTC")),
-    ]
-)
-
-
-def failures_path(settings: Settings) -> str:
-    return f"{settings.delta_uri.rstrip('/')}/{FAILURES_TABLE}"
+from pipelines.failure_log import record_failures
+from resources.settings import get_settings
 
 
 def _first_line(text: str | None, limit: int = 2000) -> str:
@@ -95,27 +75,6 @@ def failure_rows(instance: DagsterInstance, run_id: str, job_name: str, run_mess
             }
         )
     return rows
-
-
-def record_failures(settings: Settings, rows: list[dict]) -> int:
-    """Append the rows to ``pipeline_failures`` (created on first use); returns the table's version."""
-    path = failures_path(settings)
-    write_deltalake(
-        path,
-        pa.Table.from_pylist(rows, schema=FAILURE_SCHEMA),
-        mode="append",
-        storage_options=storage_options_for(path, settings.object_store_options()),
-    )
-    return table_version(path, settings.object_store_options()) or 0
-
-
-def recent_failures(settings: Settings, limit: int = 10) -> list[dict]:
-    """The latest failures, newest first; empty before the first one."""
-    path = failures_path(settings)
-    if table_version(path, settings.object_store_options()) is None:
-        return []
-    rows = read_table(path, storage_options=settings.object_store_options()).to_pylist()
-    return sorted(rows, key=lambda r: r["failed_at"], reverse=True)[:limit]
 
 
 @run_failure_sensor(

@@ -14,16 +14,16 @@ from assets.quarantine import (
     read_quarantine,
 )
 from assets.structured.contracts import load_sources
-from pipelines.failures import recent_failures
-from resources import build_resources
+from pipelines.failure_log import recent_failures
+from resources.lakehouse import Lakehouse
 from resources.settings import Settings
+from resources.vectorstore import LanceDBStore
 
 DOCUMENT_TABLES = ["bronze_documents", "silver_documents", "document_chunks"]
 
 
 def collect_status(settings: Settings) -> dict[str, Any]:
-    resources = build_resources(settings)
-    lakehouse = resources["lakehouse"]
+    lakehouse = Lakehouse.from_settings(settings)
     names = [*DOCUMENT_TABLES]
     for source in load_sources(settings.sources_file):
         names += [f"bronze_{source.name}", f"silver_{source.name}"]
@@ -41,7 +41,7 @@ def collect_status(settings: Settings) -> dict[str, Any]:
                 "path": lakehouse.table_path(name),
             }
         )
-    db = resources["lancedb"].connect()
+    db = LanceDBStore.from_settings(settings).connect()
     table_name = settings.embeddings_table
     table = open_active(db, table_name)
     row = {

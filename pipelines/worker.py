@@ -25,7 +25,8 @@ from dagster import (
 )
 
 from assets.landing import landing_fingerprint, list_landing
-from pipelines.failures import failure_rows, record_failures
+from pipelines.failure_log import record_failures
+from pipelines.failures import failure_rows
 from resources.settings import get_settings
 
 WORKER_JOB = "documents_worker"

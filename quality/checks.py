@@ -1,14 +1,19 @@
 """Blocking Dagster asset checks that run the suites on every layer: a failure stops everything downstream.
 
 Each check persists its per-expectation results to the ``quality_results`` Delta table and refreshes
-the Great Expectations Data Docs, linked from the check's metadata.
+the Great Expectations Data Docs, linked from the check's metadata. A table small enough to hold in
+memory (``GROUNDWORK_QUALITY_PANDAS_MAX_ROWS``) is read with delta-rs and validated as pandas: the same
+expectations, without a Spark job per expectation; a larger one is validated in Spark.
 """
 
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 from dagster import (
     AssetCheckExecutionContext,
     AssetCheckResult,
@@ -17,7 +22,8 @@ from dagster import (
     MetadataValue,
     asset_check,
 )
-from pyspark.sql import DataFrame, SparkSession
+from deltalake import write_deltalake
+from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from assets.automation import WITH_ITS_ASSET
@@ -27,29 +33,90 @@ from pipelines.retries import transient_retries
 from quality import suites
 from quality.validation import SuiteOutcome
 from resources import LakehouseResource, LanceDBResource, QualityResource, SparkResource
+from resources.lakehouse import Lakehouse, storage_options_for
+from resources.quality import Quality
+from resources.spark import Spark
 
 RESULTS_TABLE = "quality_results"
-Loader = Callable[[SparkSession, LakehouseResource, LanceDBResource], tuple[object, list]]
+RESULTS_SCHEMA = pa.schema(
+    [
+        pa.field("suite", pa.string()),
+        pa.field("expectation", pa.string()),
+        pa.field("column", pa.string()),
+        pa.field("success", pa.bool_()),
+        pa.field("observed_value", pa.string()),
+        pa.field("run_id", pa.string()),
+        pa.field("table_name", pa.string()),
+        pa.field("table_version", pa.int64()),
+        pa.field("validated_at", pa.timestamp("us", tz="UTC")),
+    ]
+)
+Frame = pd.DataFrame | DataFrame
+Loader = Callable[[Spark, Lakehouse, LanceDBResource, Quality], tuple[Frame, list]]
 
 
 def persist_results(
-    spark: SparkSession,
-    lakehouse: LakehouseResource,
-    outcome: SuiteOutcome,
-    table: str,
-    version: int | None,
-    run_id: str,
+    lakehouse: Lakehouse, outcome: SuiteOutcome, table: str, version: int | None, run_id: str
 ) -> None:
+    """One small append with delta-rs (milliseconds; a Spark write costs seconds on small data).
+
+    A table version already recorded with the same outcome is not recorded again, so re-checking an
+    unchanged table (a run with nothing new) commits nothing.
+    """
+    if _recorded(lakehouse, outcome, table, version):
+        return
+    now = datetime.now(UTC)
     rows = [
-        (outcome.suite, o.expectation, o.column, o.success, o.observed_json(), run_id, table, version)
+        {
+            "suite": outcome.suite,
+            "expectation": o.expectation,
+            "column": o.column,
+            "success": o.success,
+            "observed_value": o.observed_json(),
+            "run_id": run_id,
+            "table_name": table,
+            "table_version": version,
+            "validated_at": now,
+        }
         for o in outcome.outcomes
     ]
-    schema = (
-        "suite string, expectation string, column string, success boolean, observed_value string, "
-        "run_id string, table_name string, table_version long"
+    path = lakehouse.table_path(RESULTS_TABLE)
+    write_deltalake(
+        path,
+        pa.Table.from_pylist(rows, schema=RESULTS_SCHEMA),
+        mode="append",
+        storage_options=storage_options_for(path, lakehouse.storage_options),
     )
-    frame = spark.createDataFrame(rows, schema).withColumn("validated_at", F.current_timestamp())
-    lakehouse.append(frame, RESULTS_TABLE)
+
+
+def _recorded(lakehouse: Lakehouse, outcome: SuiteOutcome, table: str, version: int | None) -> bool:
+    if version is None or not lakehouse.exists(RESULTS_TABLE):
+        return False
+    where = (pc.field("table_name") == table) & (pc.field("table_version") == version)
+    columns = ["suite", "expectation", "column", "success"]
+    earlier = lakehouse.read_arrow(RESULTS_TABLE, columns, where).to_pylist()
+    mine = [
+        dict(zip(columns, (outcome.suite, o.expectation, o.column, o.success), strict=True))
+        for o in outcome.outcomes
+    ]
+    return bool(earlier) and all(row in earlier for row in mine) and all(row in mine for row in earlier)
+
+
+def table_frame(
+    spark: Spark, lakehouse: Lakehouse, quality: Quality, table: str, columns: list[str] | None = None
+) -> Frame:
+    """``table`` (or its ``columns``) as pandas when it is small enough, else as a Spark DataFrame.
+
+    Timestamps become naive UTC in pandas, as Spark (session time zone UTC) shows them to the suites.
+    """
+    if lakehouse.row_count(table) <= quality.pandas_max_rows:
+        frame = lakehouse.read_arrow(table, columns).to_pandas()
+        for name in frame.columns:
+            if isinstance(frame[name].dtype, pd.DatetimeTZDtype):
+                frame[name] = frame[name].dt.tz_convert("UTC").dt.tz_localize(None)
+        return frame
+    rows = lakehouse.read(spark.session(), table)
+    return rows.select(*columns) if columns else rows
 
 
 def make_check(table: str, loader: Loader, engine: str = "delta") -> AssetChecksDefinition:
@@ -68,15 +135,15 @@ def make_check(table: str, loader: Loader, engine: str = "delta") -> AssetChecks
         lancedb: LanceDBResource,
         quality: QualityResource,
     ) -> AssetCheckResult:
-        session = spark.session()
-        data, expectations = loader(session, lakehouse, lancedb)
+        data, expectations = loader(spark, lakehouse, lancedb, quality)
         version = lakehouse.version(table) if engine == "delta" else _lancedb_version(lancedb)
         outcome = quality.validate(data, table, expectations, run_name=context.run.run_id)
-        persist_results(session, lakehouse, outcome, table, version, context.run.run_id)
+        persist_results(lakehouse, outcome, table, version, context.run.run_id)
         metadata = {
             "expectations": len(outcome.outcomes),
             "failed": [f"{o.expectation}({o.column}): {o.observed_json()[:300]}" for o in outcome.failed],
             f"{engine}_version": version,
+            "validated_with": "pandas" if isinstance(data, pd.DataFrame) else "spark",
             "results_table": MetadataValue.path(lakehouse.table_path(RESULTS_TABLE)),
         }
         if outcome.docs_url:
@@ -92,30 +159,36 @@ def _lancedb_version(lancedb: LanceDBResource) -> int | None:
 
 
 def _table(table: str, suite: Callable[[], list]) -> Loader:
-    return lambda spark, lakehouse, _: (lakehouse.read(spark, table), suite())
+    return lambda spark, lakehouse, _, quality: (table_frame(spark, lakehouse, quality, table), suite())
 
 
 def _bronze_source(contract: SourceContract) -> Loader:
-    def load(spark: SparkSession, lakehouse: LakehouseResource, _) -> tuple[DataFrame, list]:
-        bronze = lakehouse.read(spark, f"bronze_{contract.name}")
-        keys = [F.col("record").getItem(k).alias(k) for k in contract.primary_key]
-        return bronze.select("_source_file", "_line", *keys), suites.bronze_source_suite(contract)
+    """Bronze records with the primary key pulled out of the landed record (a map of strings)."""
+
+    def load(spark: Spark, lakehouse: Lakehouse, _, quality: Quality) -> tuple[Frame, list]:
+        name = f"bronze_{contract.name}"
+        if lakehouse.row_count(name) <= quality.pandas_max_rows:
+            landed = lakehouse.read_arrow(name, ["_source_file", "_line", "record"])
+            keys = {k: pc.map_lookup(landed["record"], k, "first").to_pandas() for k in contract.primary_key}
+            rows = landed.drop_columns(["record"]).to_pandas().assign(**keys)
+        else:
+            keys = [F.col("record").getItem(k).alias(k) for k in contract.primary_key]
+            rows = lakehouse.read(spark.session(), name).select("_source_file", "_line", *keys)
+        return rows, suites.bronze_source_suite(contract)
 
     return load
 
 
 def _silver_source(contract: SourceContract) -> Loader:
-    def load(spark: SparkSession, lakehouse: LakehouseResource, _) -> tuple[DataFrame, list]:
+    def load(spark: Spark, lakehouse: Lakehouse, _, quality: Quality) -> tuple[Frame, list]:
         reference_keys = {
-            ref.source: [
-                r[0]
-                for r in lakehouse.read(spark, f"silver_{ref.source}").select(ref.key).distinct().collect()
-            ]
+            ref.source: pc.unique(
+                lakehouse.read_arrow(f"silver_{ref.source}", [ref.key])[ref.key]
+            ).to_pylist()
             for ref in contract.references
         }
-        return lakehouse.read(spark, f"silver_{contract.name}"), suites.silver_source_suite(
-            contract, reference_keys
-        )
+        rows = table_frame(spark, lakehouse, quality, f"silver_{contract.name}")
+        return rows, suites.silver_source_suite(contract, reference_keys)
 
     return load
 
@@ -135,7 +208,7 @@ def embedding_frame(table) -> pd.DataFrame:
 
 
 def _embeddings(
-    spark: SparkSession, lakehouse: LakehouseResource, lancedb: LanceDBResource
+    spark: Spark, lakehouse: Lakehouse, lancedb: LanceDBResource, quality: Quality
 ) -> tuple[pd.DataFrame, list]:
     gold_chunks = lakehouse.read_arrow("document_chunks", ["chunk_id"]).num_rows
     table = open_active(lancedb.connect(), lancedb.table_name)

@@ -1,13 +1,13 @@
-"""The embedding model as a Dagster resource: which model and version, on which device, in what batches.
+"""The embedding model's configuration: which model and version, on which device, in what batches.
 
 The model code itself (offline loading, device choice, fp16 on GPU, encoding) is in
-``models/embedding_model.py``, which runs without Dagster.
+``models/embedding_model.py``; neither needs Dagster (serving embeds queries with them).
 """
 
 from __future__ import annotations
 
 import numpy as np
-from dagster import ConfigurableResource
+from pydantic import BaseModel
 
 from models.embedding_model import (
     MODEL_NAME,
@@ -17,9 +17,10 @@ from models.embedding_model import (
     packaged_model_version,
     resolve_device,
 )
+from resources.settings import Settings
 
 
-class EmbedderResource(ConfigurableResource):
+class Embedder(BaseModel):
     """Turns text into unit-length vectors; the model's name and version travel with every vector.
 
     With ``registry_alias`` set, pipelines and serving use the model version that alias points at in
@@ -36,6 +37,16 @@ class EmbedderResource(ConfigurableResource):
     gpu_batch_size: int = 512
     chunk_max_tokens: int = 200
     chunk_overlap_tokens: int = 32
+
+    @classmethod
+    def from_settings(cls, s: Settings):
+        return cls(
+            device=s.embedding_device,
+            batch_size=s.embedding_batch_size,
+            chunk_max_tokens=s.chunk_max_tokens,
+            chunk_overlap_tokens=s.chunk_overlap_tokens,
+            registry_alias=s.embedding_model_alias,
+        )
 
     @property
     def path(self) -> str:

@@ -6,19 +6,25 @@ serving, tests) use delta-rs through the ``deltalake`` package, which needs no J
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pyarrow as pa
 import pyarrow.compute as pc
-from dagster import ConfigurableResource
 from deltalake import DeltaTable as RsDeltaTable
 from deltalake.exceptions import TableNotFoundError
-from pyspark.sql import DataFrame, SparkSession
-from pyspark.sql import functions as F
+from pydantic import BaseModel
+
+from resources.settings import Settings
+
+if TYPE_CHECKING:  # Spark is imported by the methods that write; reads (status, serving) need no JVM
+    from pyspark.sql import DataFrame, SparkSession
+    from pyspark.sql import types as T
 
 CHANGE_DATA_FEED = {"delta.enableChangeDataFeed": "true"}
 
@@ -34,7 +40,7 @@ class TableInfo:
     updated_at: datetime
 
 
-class LakehouseResource(ConfigurableResource):
+class Lakehouse(BaseModel):
     """Paths of the landing zones, Delta tables and streaming checkpoints."""
 
     landing_uri: str
@@ -43,9 +49,20 @@ class LakehouseResource(ConfigurableResource):
     # Files per streaming micro-batch: bounds the memory of one batch and the work a crash repeats.
     stream_max_files_per_batch: int = 1000
     # delta-rs options for object storage (endpoint, region); empty on a local disk.
-    storage_options: dict[str, str] = {}  # noqa: RUF012  (pydantic copies field defaults)
+    storage_options: dict[str, str] = {}
     # VACUUM keeps files that any version younger than this still needs (maintenance job).
     vacuum_retain_hours: float = 168.0
+
+    @classmethod
+    def from_settings(cls, s: Settings):
+        return cls(
+            landing_uri=s.landing_uri,
+            delta_uri=s.delta_uri,
+            checkpoint_uri=s.checkpoint_uri,
+            stream_max_files_per_batch=s.stream_max_files_per_batch,
+            storage_options=s.object_store_options(),
+            vacuum_retain_hours=s.delta_vacuum_retain_hours,
+        )
 
     def landing_path(self, source: str) -> str:
         return f"{self.landing_uri.rstrip('/')}/{source}"
@@ -64,6 +81,18 @@ class LakehouseResource(ConfigurableResource):
 
     def version(self, name: str) -> int | None:
         return table_version(self.table_path(name), self.storage_options)
+
+    def schema(self, name: str) -> T.StructType:
+        """The table's Spark schema, from its Delta log (Delta stores it as Spark's JSON; no JVM)."""
+        from pyspark.sql import types as T
+
+        return T.StructType.fromJson(
+            json.loads(open_delta(self.table_path(name), self.storage_options).schema().to_json())
+        )
+
+    def row_count(self, name: str) -> int:
+        """Rows in the current version, from the Delta log's file statistics (no data read, no JVM)."""
+        return open_delta(self.table_path(name), self.storage_options).to_pyarrow_dataset().count_rows()
 
     def info(self, name: str) -> TableInfo | None:
         return table_info(name, self.table_path(name), self.storage_options)
@@ -117,6 +146,8 @@ class LakehouseResource(ConfigurableResource):
         Carries ``_change_type`` (insert, update_preimage, update_postimage, delete) and
         ``_commit_version``; a whole-table read marks every row an insert.
         """
+        from pyspark.sql import functions as F
+
         current = self.version(name)
         if after_version is None or after_version >= (current or 0):
             rows = self.read(spark, name).withColumns(
@@ -182,6 +213,7 @@ class LakehouseResource(ConfigurableResource):
         Columns of ``df`` the table lacks are added first (schema evolution is the caller's decision).
         """
         from delta.tables import DeltaTable
+        from pyspark.sql import functions as F
 
         path = self.table_path(name)
         columns = [c for c in df.columns if c != "_delete"]

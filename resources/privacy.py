@@ -9,13 +9,19 @@ import os
 import secrets
 from pathlib import Path
 
-from dagster import ConfigurableResource
+from pydantic import BaseModel
+
+from resources.settings import Settings
 
 PII_KEY_ENV = "GROUNDWORK_PII_KEY"
 
 
-class PrivacyResource(ConfigurableResource):
+class Privacy(BaseModel):
     key_file: str
+
+    @classmethod
+    def from_settings(cls, s: Settings):
+        return cls(key_file=str(s.home / "secrets" / "pii.key"))
 
     def key(self) -> bytes:
         from_env = os.environ.get(PII_KEY_ENV, "")

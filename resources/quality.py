@@ -4,13 +4,21 @@ from __future__ import annotations
 
 from typing import Any
 
-from dagster import ConfigurableResource
+from pydantic import BaseModel
+
+from resources.settings import Settings
 
 
-class QualityResource(ConfigurableResource):
+class Quality(BaseModel):
     """A file-backed GX project folder (``$GROUNDWORK_HOME/gx`` by default)."""
 
     gx_root: str
+    # Tables up to this many rows are validated as pandas (read with delta-rs), larger ones in Spark.
+    pandas_max_rows: int = 200_000
+
+    @classmethod
+    def from_settings(cls, s: Settings):
+        return cls(gx_root=str(s.gx_root), pandas_max_rows=s.quality_pandas_max_rows)
 
     def validate(self, df: Any, suite_name: str, expectations: list, run_name: str):
         from quality.validation import validate

@@ -77,6 +77,8 @@ class Settings(BaseSettings):
     eval_k: int = 5
     promotion_eval_mode: str = "vector"
     promotion_tolerance: float = 0.0
+    # Quality checks: a table up to this many rows is validated as pandas, read without Spark.
+    quality_pandas_max_rows: int = 200_000
     # Maintenance (pipelines/maintenance.py). Delta refuses VACUUM below 168 h unless told otherwise:
     # a shorter retention can delete files that a long-running reader or writer still needs.
     delta_vacuum_retain_hours: float = 168.0

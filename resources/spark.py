@@ -8,10 +8,10 @@ import sys
 import threading
 from pathlib import Path
 
-from dagster import ConfigurableResource
+from pydantic import BaseModel
 from pyspark.sql import SparkSession
 
-from resources.settings import PROJECT_ROOT
+from resources.settings import PROJECT_ROOT, Settings
 
 DEFAULT_JARS_DIR = Path.home() / ".cache" / "groundwork" / "jars"
 DELTA_JARS_HINT = "run `make setup` (it fetches Delta Lake's jars from Maven Central into the jar cache)"
@@ -123,15 +123,29 @@ def _live_session() -> SparkSession | None:
     return None
 
 
-class SparkResource(ConfigurableResource):
+class Spark(BaseModel):
     """Spark with Delta Lake. ``master`` is ``local[*]`` embedded, or a cluster URL to scale out."""
 
     master: str = "local[*]"
     jars_dir: str = str(DEFAULT_JARS_DIR)
     driver_memory: str = "4g"
     shuffle_partitions: int = 4
-    extra_conf: dict[str, str] = {}  # noqa: RUF012  (pydantic copies field defaults)
-    extra_jars: list[str] = []  # noqa: RUF012
+    extra_conf: dict[str, str] = {}
+    extra_jars: list[str] = []
+
+    @classmethod
+    def from_settings(cls, s: Settings):
+        conf, jars = {}, []
+        if s.uses_object_storage:
+            conf, jars = s3a_conf(s.s3_endpoint_url, s.s3_region), s3a_jars(s.spark_jars_dir)
+        return cls(
+            master=s.spark_master,
+            jars_dir=str(s.spark_jars_dir),
+            driver_memory=s.spark_driver_memory,
+            shuffle_partitions=s.spark_shuffle_partitions,
+            extra_conf=conf,
+            extra_jars=jars,
+        )
 
     def session(self) -> SparkSession:
         return get_spark(

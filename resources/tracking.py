@@ -1,19 +1,33 @@
-"""MLflow tracking and model registry: SQLite embedded, a tracking server to scale out."""
+"""MLflow tracking and model registry: SQLite embedded, a tracking server to scale out.
+
+MLflow itself is imported only when a method needs it (importing it takes seconds).
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from dagster import ConfigurableResource
+from pydantic import BaseModel
+
+from resources.settings import Settings
 
 
-class MLflowResource(ConfigurableResource):
+class MLflowStore(BaseModel):
     """The tracking store, the registry, where run artifacts go, and the embedding model's registered name."""
 
     tracking_uri: str
     registry_uri: str = ""
     artifact_uri: str = ""
     embedding_model: str = "groundwork-embedder"
+
+    @classmethod
+    def from_settings(cls, s: Settings):
+        return cls(
+            tracking_uri=s.mlflow_tracking_uri,
+            registry_uri=s.mlflow_registry_uri,
+            artifact_uri=s.mlflow_artifact_uri,
+            embedding_model=s.embedding_registered_model,
+        )
 
     def configure(self):
         """Point the mlflow module at this store (creating the SQLite folder) and return it."""

@@ -1,4 +1,4 @@
-"""The LanceDB connection: the vector index that serving reads."""
+"""The LanceDB connection: the vector index that pipelines write and serving reads (no Dagster here)."""
 
 from __future__ import annotations
 
@@ -8,10 +8,12 @@ import os
 os.environ.setdefault("LANCEDB_LOG", "error")
 
 import lancedb
-from dagster import ConfigurableResource
+from pydantic import BaseModel
+
+from resources.settings import Settings
 
 
-class LanceDBResource(ConfigurableResource):
+class LanceDBStore(BaseModel):
     """A LanceDB database: a folder embedded, or an object-store URI (``s3://...``) to scale out."""
 
     uri: str
@@ -19,7 +21,17 @@ class LanceDBResource(ConfigurableResource):
     vector_index_min_rows: int = 10_000
     keep_versions_days: float = 7.0
     # object_store options (endpoint, region, credentials) for an ``s3://`` URI; empty on a local disk.
-    storage_options: dict[str, str] = {}  # noqa: RUF012  (pydantic copies field defaults)
+    storage_options: dict[str, str] = {}
+
+    @classmethod
+    def from_settings(cls, s: Settings):
+        return cls(
+            uri=s.lancedb_uri,
+            table_name=s.embeddings_table,
+            vector_index_min_rows=s.vector_index_min_rows,
+            keep_versions_days=s.lancedb_keep_versions_days,
+            storage_options=s.object_store_options(),
+        )
 
     def connect(self) -> lancedb.DBConnection:
         return lancedb.connect(self.uri, storage_options=self.storage_options or None)

@@ -38,7 +38,10 @@ from prometheus_client import (
 from prometheus_client.core import CounterMetricFamily
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from resources.embedder import Embedder
 from resources.settings import Settings
+from resources.tracking import MLflowStore
+from resources.vectorstore import LanceDBStore
 from serving.audit import AuditLog, query_fields
 from serving.cache import CacheScope, SemanticCache
 from serving.keys import Caller, KeyStore
@@ -134,7 +137,11 @@ class Service:
         self.tracking = tracking
         self.keys = KeyStore(settings.serve_keys_file)
         self.cache = SemanticCache(settings.serve_cache_threshold, enabled=settings.serve_cache_enabled)
-        self.audit = AuditLog(settings.audit_uri, flush_seconds=settings.audit_flush_seconds)
+        self.audit = AuditLog(
+            settings.audit_uri,
+            flush_seconds=settings.audit_flush_seconds,
+            storage_options=settings.object_store_options(),
+        )
         self.metrics = Metrics()
         self.metrics.cache_hit_ratio.set_function(lambda: self.cache.hit_rate)
         self.metrics.audit_written.set_function(lambda: self.audit.written)
@@ -149,10 +156,8 @@ class Service:
         if self._searcher is None:
             with self._lock:
                 if self._searcher is None:
-                    import lancedb
-
                     self._searcher = Searcher(
-                        lancedb.connect(self.settings.lancedb_uri),
+                        LanceDBStore.from_settings(self.settings).connect(),
                         self.settings.embeddings_table,
                         self.embedders,
                         refresh_seconds=self.settings.serve_refresh_seconds,
@@ -160,18 +165,28 @@ class Service:
                     )
         return self._searcher
 
-    def registered_embedder(self, model_id: str):
-        """The embedder of a model id ``<registered name>@<version>`` from the MLflow model registry, so a
-        promotion or rollback is followed without a restart; None when the registry does not know it."""
-        from models.model_registry import resolve_embedder
+    def registered_embedder(self, model: dict):
+        """The embedder of the active table's ``model`` (``table_model``), so a promotion or rollback is
+        followed without a restart: from the weights the table records, else from the MLflow registry
+        (``<registered name>@<version>``); None when neither knows it."""
+        from models.model_registry import recorded_embedder, resolve_embedder
 
-        name, _, version = model_id.rpartition("@")
-        if self.tracking is None or not self.embedders or name != self.tracking.embedding_model:
+        if not self.embedders:
+            return None
+        try:
+            recorded = recorded_embedder(model, self.embedders[0])
+        except LookupError as exc:  # the recorded weights are not on this machine
+            log.warning("cannot load the embedding model of %s: %s", model.get("model_id"), exc)
+            return None
+        if recorded is not None:
+            return recorded
+        name, _, version = model.get("model_id", "").rpartition("@")
+        if self.tracking is None or name != self.tracking.embedding_model:
             return None
         try:
             return resolve_embedder(self.tracking, self.embedders[0], version=version)
         except Exception as exc:  # an unknown version, or the registry unreachable: 503 says why
-            log.warning("cannot resolve embedding model %s from the registry: %s", model_id, exc)
+            log.warning("cannot resolve embedding model %s from the registry: %s", model.get("model_id"), exc)
             return None
 
     def index(self) -> tuple[Searcher, IndexState]:
@@ -255,12 +270,8 @@ def _validation_message(exc: RequestValidationError) -> str:
 
 def create_app(settings: Settings, embedders: list | None = None, tracking=None) -> FastAPI:
     """The FastAPI app; ``embedders`` are the models this server can embed queries with."""
-    if embedders is None or tracking is None:
-        from resources import build_resources
-
-        resources = build_resources(settings)
-        embedders = embedders if embedders is not None else [resources["embedder"]]
-        tracking = tracking if tracking is not None else resources["mlflow"]
+    embedders = embedders if embedders is not None else [Embedder.from_settings(settings)]
+    tracking = tracking if tracking is not None else MLflowStore.from_settings(settings)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):

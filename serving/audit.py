@@ -51,8 +51,16 @@ def query_fields(query: str | None, policy: QueryPolicy) -> dict:
 class AuditLog:
     """Queue in the request path, Delta appends in a daemon thread, batched by size or time."""
 
-    def __init__(self, uri: str, flush_seconds: float = 1.0, batch_size: int = 500, capacity: int = 50_000):
+    def __init__(
+        self,
+        uri: str,
+        flush_seconds: float = 1.0,
+        batch_size: int = 500,
+        capacity: int = 50_000,
+        storage_options: dict[str, str] | None = None,
+    ):
         self.uri = uri
+        self.storage_options = storage_options or None  # the pipeline's object-store options
         self.flush_seconds = flush_seconds
         self.batch_size = batch_size
         self._queue: queue.Queue = queue.Queue(maxsize=capacity)
@@ -108,13 +116,18 @@ class AuditLog:
 
     def _write(self, batch: list[dict]) -> None:
         try:
-            write_deltalake(self.uri, pa.Table.from_pylist(batch, schema=AUDIT_SCHEMA), mode="append")
+            write_deltalake(
+                self.uri,
+                pa.Table.from_pylist(batch, schema=AUDIT_SCHEMA),
+                mode="append",
+                storage_options=self.storage_options,
+            )
             self.written += len(batch)
         except Exception:  # the log must never take the server down; the count shows in /metrics
             self.failed += len(batch)
             log.exception("audit log: could not append %d records", len(batch))
 
 
-def read_audit(uri: str) -> pa.Table:
+def read_audit(uri: str, storage_options: dict[str, str] | None = None) -> pa.Table:
     """The whole audit table (tests, `groundwork` tooling)."""
-    return DeltaTable(uri).to_pyarrow_table()
+    return DeltaTable(uri, storage_options=storage_options or None).to_pyarrow_table()

@@ -1,27 +1,34 @@
-"""A searcher that follows the registry: the model behind the ``champion`` alias, over the active table.
+"""A searcher over the active index with the model that built it: what ``groundwork search`` and ``eval`` use.
 
-Build one per request (about 20 ms: one registry lookup and one pointer read; the model itself stays
-loaded per process) or keep one for a few seconds: a promotion or rollback then takes effect without
-a restart. Promotion and rollback move the alias and the table pointer together; if they ever disagree
-the searcher refuses (``ModelMismatchError``) rather than compare vectors of two models.
+Promotion and rollback move the registry's ``champion`` alias and the active-table pointer together, so
+the active table's model is the champion. The table records where that model's weights are, so a
+search loads them without the MLflow client (importing it takes seconds, and Spark with it); only a
+table built before it recorded its weights is resolved through the registry.
 """
 
 from __future__ import annotations
 
-from typing import Any
-
-from models.model_registry import resolve_embedder
+from models.model_registry import recorded_embedder, resolve_embedder
+from resources.embedder import Embedder
+from resources.settings import Settings
+from resources.tracking import MLflowStore
+from resources.vectorstore import LanceDBStore
 from serving.search import Searcher
 
 
-def champion_searcher(resources: dict[str, Any], table_name: str) -> Searcher:
-    """``resources`` as built by ``resources.build_resources``; ``table_name`` the logical index name."""
-    embedder = resources["embedder"]
-    db = resources["lancedb"].connect()
-    if embedder.registry_alias:
-        from assets.embeddings.index import active_table_name
+def champion_searcher(settings: Settings) -> Searcher:
+    """The searcher over ``settings``' logical index, with the model its active table was built with."""
+    from assets.embeddings.index import active_table_name, table_model
 
-        if active_table_name(db, table_name) is None:
+    embedder = Embedder.from_settings(settings)
+    db = LanceDBStore.from_settings(settings).connect()
+    table_name = settings.embeddings_table
+    if embedder.registry_alias:
+        active = active_table_name(db, table_name)
+        if active is None:
             raise LookupError(f"no LanceDB index {table_name!r}: run `groundwork run` first")
-        embedder = resolve_embedder(resources["mlflow"], embedder, alias=embedder.registry_alias)
+        recorded = recorded_embedder(table_model(db.open_table(active)), embedder)
+        embedder = recorded or resolve_embedder(
+            MLflowStore.from_settings(settings), embedder, alias=embedder.registry_alias
+        )
     return Searcher(db, table_name, embedder)

@@ -34,7 +34,7 @@ from assets.embeddings.index import (
     rerank_exact,
     table_model,
 )
-from resources.embedder import EmbedderResource
+from resources.embedder import Embedder
 from serving.injection import injection_match
 
 if TYPE_CHECKING:
@@ -220,13 +220,14 @@ class Searcher:
         self,
         db: lancedb.DBConnection,
         table_name: str,
-        embedder: EmbedderResource | Sequence[EmbedderResource],
+        embedder: Embedder | Sequence[Embedder],
         refresh_seconds: float = 0.0,
         physical: str = "",
-        resolve: Callable[[str], EmbedderResource | None] | None = None,
+        resolve: Callable[[dict], Embedder | None] | None = None,
     ):
         """``physical`` pins one model's table (a promotion candidate) instead of following the active one;
-        ``resolve`` finds the embedder of a model id not given (the MLflow registry, after a promotion)."""
+        ``resolve`` finds the embedder of a table's model record (``table_model``) whose model id is not
+        given (after a promotion)."""
         self.db = db
         self.logical = table_name
         self.physical = physical
@@ -248,12 +249,12 @@ class Searcher:
         self.embedder  # noqa: B018  (fail fast: no index, or one this process cannot embed queries for)
 
     @property
-    def embedder(self) -> EmbedderResource:
+    def embedder(self) -> Embedder:
         """The embedder of the active table's model (raises ModelMismatchError when none is loaded)."""
         state = self.state()
         found = self.embedders.get(state.model_id)
         if found is None and self.resolve is not None:
-            found = self.resolve(state.model_id)
+            found = self.resolve(table_model(self.current()[0]))
             if found is not None and found.model_id == state.model_id:
                 self.embedders[state.model_id] = found
             else:

@@ -6,11 +6,13 @@ Everything is real: Spark with Delta, LanceDB on disk, the packaged embedding mo
 from __future__ import annotations
 
 import os
+import pickle
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from filelock import FileLock
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
@@ -82,15 +84,29 @@ def spark(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def sample_pipeline(tmp_path_factory, spark) -> PipelineRuns:
-    """The whole graph materialized twice on the bundled samples: once from scratch, once with nothing new."""
-    settings = make_settings(tmp_path_factory.mktemp("sample-home"))
-    seed_landing(settings)
-    first = run_all(settings)
-    assert first.success
-    second = run_all(settings)
-    assert second.success
-    return PipelineRuns(settings, materialized(first), materialized(second))
+def sample_pipeline(tmp_path_factory, worker_id, request) -> PipelineRuns:
+    """The whole graph materialized twice on the bundled samples: once from scratch, once with nothing new.
+
+    Built once per test session: under pytest-xdist the first worker to need it builds it in the folder
+    the workers share, under a file lock, and the others read it (tests only read this home; one that
+    changes a home copies it first).
+    """
+    shared = tmp_path_factory.getbasetemp()
+    if worker_id != "master":
+        shared = shared.parent
+    settings = make_settings(shared / "sample-home")
+    result = shared / "sample-home.pickle"
+    with FileLock(str(shared / "sample-home.lock")):
+        if not result.exists():
+            request.getfixturevalue("spark")  # this worker's session, shared with its other tests
+            seed_landing(settings)
+            first = run_all(settings)
+            assert first.success
+            second = run_all(settings)
+            assert second.success
+            result.write_bytes(pickle.dumps((materialized(first), materialized(second))))
+    first_meta, second_meta = pickle.loads(result.read_bytes())
+    return PipelineRuns(settings, first_meta, second_meta)
 
 
 @pytest.fixture

@@ -16,7 +16,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from conftest import make_settings, materialized, run_all
+from pyspark.sql import functions as F
+from pyspark.sql import types as T
 
+from assets.documents.transform import BRONZE_DOCUMENTS_SCHEMA
 from assets.landing import stream_landed_files
 from assets.quarantine import last_ingestion_runs, read_quarantine
 from assets.structured.assets import current_ingest_day, ingest_new_files
@@ -400,9 +403,41 @@ def test_documents_carry_access_groups_from_sidecars_and_folders(tmp_path, spark
     assert reasons["faq/gift-cards.md"][0].startswith("unreadable access rule faq/gift-cards.md.access.json")
 
 
-def test_documents_flow_downstream_through_the_change_data_feed(small_home):
+def test_documents_in_any_encoding_flow_downstream_through_the_change_data_feed(small_home, spark):
     settings = small_home
-    run_all(settings)
+    lakehouse = build_resources(settings)["lakehouse"]
+    # A bronze table from before the encoding column: the first append must merge the column in.
+    before_encoding = T.StructType([f for f in BRONZE_DOCUMENTS_SCHEMA.fields if f.name != "encoding"])
+    lakehouse.append(
+        spark.createDataFrame([], before_encoding).withColumns(
+            {"ingested_at": F.current_timestamp(), "run_id": F.lit("")}
+        ),
+        "bronze_documents",
+    )
+    german = "Die Kühlkette gilt für alle Lieferungen über 30 kg; Rückfragen an die Qualitätsprüfung."
+    french = "# Délai\n\nLivrée à l'étranger en trois à cinq jours."
+    quotes = "\u201cDon\u2019t\u201d \u2014 rated to \u201310 \u00b0C"
+    odd = {  # path: (bytes, the encoding bronze records)
+        "notes/kühlkette.txt": (german.encode("latin-1"), "cp1252"),
+        "notes/expédition.md": (french.encode("latin-1"), "cp1252"),
+        "notes/quotes.txt": (quotes.encode("cp1252"), "cp1252"),
+        "notes/grüße.md": ("\ufeff# Grüße\n\nAus Zürich.".encode("utf-16-le"), "utf-16-le"),
+        "notes/scan.txt": (b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR" + bytes(range(256)) * 8, None),
+    }
+    for relative, (content, _) in odd.items():
+        _write(Path(settings.documents_landing) / relative, content)
+    silver_run = materialized(run_all(settings))["silver_documents"]
+    assert (silver_run["documents_accepted"], silver_run["documents_quarantined"]) == (7, 1)
+    bronze = read_table(f"{settings.delta_uri}/bronze_documents", ["path", "encoding"]).to_pylist()
+    assert {r["path"]: r["encoding"] for r in bronze} == {p: e for p, (_, e) in odd.items()} | dict.fromkeys(
+        ["policies/return-policy.md", "policies/shipping-policy.md", "faq/gift-cards.md"], "utf-8"
+    )
+    silver = read_table(f"{settings.delta_uri}/silver_documents", ["path", "text"]).to_pylist()
+    texts = {r["path"]: r["text"] for r in silver}
+    assert (texts["notes/kühlkette.txt"], texts["notes/quotes.txt"]) == (german, quotes)
+    assert (texts["notes/expédition.md"], texts["notes/grüße.md"]) == (french, "# Grüße\n\nAus Zürich.")
+    reasons = _reasons(settings, "documents")
+    assert reasons == {"notes/scan.txt": ["binary content: not text in any known encoding"]}
     silver_version = table_version(f"{settings.delta_uri}/silver_documents")
     gold_version = table_version(f"{settings.delta_uri}/document_chunks")
     idle = materialized(run_all(settings))

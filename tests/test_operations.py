@@ -32,7 +32,8 @@ from typer.testing import CliRunner
 
 from pipelines.cli import app, ensure_dagster_home
 from pipelines.definitions import build_definitions
-from pipelines.failures import recent_failures, record_pipeline_failures
+from pipelines.failure_log import recent_failures
+from pipelines.failures import record_pipeline_failures
 from pipelines.jobs import MAIN_JOB, main_job, maintenance_job
 from pipelines.retries import is_transient, retry_policy
 from resources.settings import PROJECT_ROOT

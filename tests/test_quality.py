@@ -84,7 +84,11 @@ def test_every_layer_is_gated_and_results_persist(sample_pipeline: PipelineRuns)
         "silver_transactions",
     }
     assert results.success.all(), results[~results.success][["suite", "expectation", "observed_value"]]
-    assert results.run_id.nunique() == 2  # both runs of the fixture
+    # The fixture's second run found every table unchanged: its checks passed again and recorded nothing
+    # new, so each table version's outcome is in the table once, from the first run.
+    per_version = results.groupby(["table_name", "table_version", "expectation", "column"], dropna=False)
+    assert per_version.size().max() == 1
+    assert results.run_id.nunique() == 1
     assert (settings.gx_root / "gx" / "uncommitted" / "data_docs" / "local_site" / "index.html").exists()
 
 

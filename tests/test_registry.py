@@ -189,7 +189,7 @@ def test_promotion_is_gated_on_ndcg_and_rollback_is_followed_without_restart(sam
     gold = load_gold(GOLD)
     champion = champion_version(tracking)
     champion_table = active_table_name(db, settings.embeddings_table)
-    before = champion_searcher(resources, settings.embeddings_table)
+    before = champion_searcher(settings)
     assert before.embedder.model_version == champion and before.table.name == champion_table
 
     def run_promotion(version: str, tolerance: float = 0.0):
@@ -213,7 +213,7 @@ def test_promotion_is_gated_on_ndcg_and_rollback_is_followed_without_restart(sam
     assert champion_version(tracking) == same
     assert active_table_name(db, settings.embeddings_table) == accepted.candidate_table
     assert db.open_table(accepted.candidate_table).count_rows() == db.open_table(champion_table).count_rows()
-    after = champion_searcher(resources, settings.embeddings_table)  # a new request, same process
+    after = champion_searcher(settings)  # a new request, same process
     assert after.embedder.model_version == same and after.table.name == accepted.candidate_table
 
     # Inputs cut to 8 tokens: the same network retrieves much worse, and is refused.
@@ -238,7 +238,7 @@ def test_promotion_is_gated_on_ndcg_and_rollback_is_followed_without_restart(sam
     assert rollback(tracking, lancedb) == (same, champion)
     assert champion_version(tracking) == champion
     assert active_table_name(db, settings.embeddings_table) == champion_table
-    followed = champion_searcher(resources, settings.embeddings_table)
+    followed = champion_searcher(settings)
     assert followed.embedder.model_version == champion and followed.table.name == champion_table
     assert followed.search("How many days do I have to return an item?", k=3, mode="vector")
 

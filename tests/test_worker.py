@@ -143,7 +143,7 @@ def test_the_worker_indexes_each_change_in_its_own_run_with_the_blocking_checks(
 
 
 def test_a_failed_batch_is_recorded_with_its_cause_and_not_retried_in_a_loop(worker_home, spark, monkeypatch):
-    from pipelines.failures import recent_failures
+    from pipelines.failure_log import recent_failures
 
     blocker = worker_home.home / "not-a-folder"
     blocker.parent.mkdir(parents=True, exist_ok=True)

@@ -4,6 +4,7 @@ import hashlib
 from collections.abc import Iterator
 
 import pandas as pd
+import pyarrow.compute as pc
 from dagster import AssetExecutionContext, MaterializeResult, asset
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
@@ -131,12 +132,12 @@ def document_chunks(
     Feed, and one idempotent MERGE replaces their chunks (the silver version applied is kept in the
     gold table's Delta log). A document that yields no text goes to ``quarantine_gold``.
     """
-    session = spark.session()
     silver_version = lakehouse.version("silver_documents")
     applied = lakehouse.transaction_version(GOLD, GOLD_APP_ID)
     stats = {"documents_rechunked": 0, "chunks_written": 0, "chunks_removed": 0, "max_token_count": 0}
     pii: list = []
     if applied is None or applied < silver_version:
+        session = spark.session()
         changes = lakehouse.changes(session, "silver_documents", applied)
         touched = changes.select("document_id").distinct()
         current = changes.where(F.col("_change_type").isin("insert", "update_postimage")).dropDuplicates(
@@ -198,14 +199,14 @@ def document_chunks(
         }
         chunks.unpersist()
         stale.unpersist()
-    totals = lakehouse.read(session, GOLD).agg(F.countDistinct("document_id").alias("docs")).first()
+    documents = pc.count_distinct(lakehouse.read_arrow(GOLD, ["document_id"])["document_id"]).as_py()
     return MaterializeResult(
         metadata=delta_metadata(
             lakehouse,
             GOLD,
-            lakehouse.read(session, GOLD).schema,
+            None,
             **{"dagster/column_lineage": CHUNK_LINEAGE},
-            documents=totals["docs"],
+            documents=documents,
             silver_version=silver_version,
             **stats,
             pii_redacted=sum(r["n"] for r in pii),

@@ -12,7 +12,15 @@ from assets.documents.transform import (
     reconcile_landing,
     split_silver_documents,
 )
-from assets.landing import list_landing, load_access_rules, stream_app_id, stream_landed_files
+from assets.landing import (
+    already_ingested,
+    landing_state,
+    list_landing,
+    load_access_rules,
+    mark_ingested,
+    stream_app_id,
+    stream_landed_files,
+)
 from assets.metadata import column_lineage, delta_metadata
 from assets.quarantine import record_ingestion_run, to_quarantine, write_quarantine
 from pipelines.retries import transient_retries
@@ -26,6 +34,36 @@ SILVER_DOCUMENTS_LINEAGE = column_lineage(
 )
 
 
+def _ingest_documents(
+    session, lakehouse: LakehouseResource, root: str, checkpoint: str, rules, run_id: str
+) -> tuple[int, int, int, int]:
+    """Stream new files into bronze, then record what the stream cannot see; returns the files added,
+    removed and unreadable, and the stream batches run."""
+    before = lakehouse.version(BRONZE)
+
+    def ingest(files, batch_id: int) -> None:
+        records = parse_landed_documents(session, files, rules, run_id)
+        lakehouse.append(records, BRONZE, txn=(stream_app_id(checkpoint), batch_id))
+
+    batches = stream_landed_files(session, root, checkpoint, ingest, lakehouse.stream_max_files_per_batch)
+    if not lakehouse.exists(BRONZE):  # nothing has landed yet: an empty table for downstream readers
+        empty = session.createDataFrame([], BRONZE_DOCUMENTS_SCHEMA)
+        lakehouse.append(
+            empty.withColumns({"ingested_at": F.current_timestamp(), "run_id": F.lit("")}), BRONZE
+        )
+    listing = list_landing(root)  # after the stream: a file landing meanwhile is not taken for removed
+    reconciled = reconcile_landing(session, listing, lakehouse.read(session, BRONZE), rules, run_id).cache()
+    if reconciled.count():
+        lakehouse.append(reconciled, BRONZE)
+    reconciled.unpersist()
+    new = lakehouse.changes(session, BRONZE, before).where("_change_type = 'insert'")
+    counts = new.groupBy("is_deleted", F.col("parse_error").isNotNull().alias("failed")).count().collect()
+    added = sum(r["count"] for r in counts if not r["is_deleted"])
+    deleted = sum(r["count"] for r in counts if r["is_deleted"])
+    failed = sum(r["count"] for r in counts if r["failed"] and not r["is_deleted"])
+    return added, deleted, failed, batches
+
+
 @asset(group_name="bronze", kinds={"spark", "delta"})
 @transient_retries
 def bronze_documents(
@@ -37,33 +75,16 @@ def bronze_documents(
     a listing then records what the stream cannot see: in-place rewrites, access-rule changes, empty
     files, and a tombstone for each removed file.
     """
-    session = spark.session()
     root = lakehouse.landing_path(DOCUMENTS)
     checkpoint = lakehouse.checkpoint_path(BRONZE)
     rules = load_access_rules(root)
-    before = lakehouse.version(BRONZE)
-
-    def ingest(files, batch_id: int) -> None:
-        records = parse_landed_documents(session, files, rules, context.run_id)
-        lakehouse.append(records, BRONZE, txn=(stream_app_id(checkpoint), batch_id))
-
-    batches = stream_landed_files(session, root, checkpoint, ingest, lakehouse.stream_max_files_per_batch)
-    if not lakehouse.exists(BRONZE):  # nothing has landed yet: an empty table for downstream readers
-        empty = session.createDataFrame([], BRONZE_DOCUMENTS_SCHEMA)
-        lakehouse.append(
-            empty.withColumns({"ingested_at": F.current_timestamp(), "run_id": F.lit("")}), BRONZE
+    state = landing_state(root)
+    added = deleted = failed = batches = 0
+    if not already_ingested(checkpoint, state):
+        added, deleted, failed, batches = _ingest_documents(
+            spark.session(), lakehouse, root, checkpoint, rules, context.run_id
         )
-    reconciled = reconcile_landing(
-        session, list_landing(root), lakehouse.read(session, BRONZE), rules, context.run_id
-    ).cache()
-    if reconciled.count():
-        lakehouse.append(reconciled, BRONZE)
-    reconciled.unpersist()
-    new = lakehouse.changes(session, BRONZE, before).where("_change_type = 'insert'")
-    counts = new.groupBy("is_deleted", F.col("parse_error").isNotNull().alias("failed")).count().collect()
-    added = sum(r["count"] for r in counts if not r["is_deleted"])
-    deleted = sum(r["count"] for r in counts if r["is_deleted"])
-    failed = sum(r["count"] for r in counts if r["failed"] and not r["is_deleted"])
+        mark_ingested(checkpoint, state)
     context.log.info(
         "bronze_documents: %d new or changed files (%d unreadable), %d removed, in %d stream batches",
         added,
@@ -101,11 +122,11 @@ def silver_documents(
     one idempotent MERGE; the bronze version it has applied is stored in silver's Delta log, so a
     re-run after a crash neither skips nor repeats a change.
     """
-    session = spark.session()
     bronze_version = lakehouse.version(BRONZE)
     applied = lakehouse.transaction_version(SILVER, SILVER_APP_ID)
     counts = {"landed": 0, "accepted": 0, "quarantined": 0, "duplicates": 0, "deleted": 0}
     if applied is None or applied < bronze_version:
+        session = spark.session()
         changes = lakehouse.changes(session, BRONZE, applied).where("_change_type = 'insert'")
         latest = latest_bronze(changes.drop("_change_type", "_commit_version")).cache()
         live_silver = (
@@ -161,7 +182,7 @@ def silver_documents(
         metadata=delta_metadata(
             lakehouse,
             SILVER,
-            lakehouse.read(session, SILVER).schema,
+            None,
             **{"dagster/column_lineage": SILVER_DOCUMENTS_LINEAGE},
             **{f"documents_{k}": v for k, v in counts.items()},
             bronze_version=bronze_version,

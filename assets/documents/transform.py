@@ -21,6 +21,9 @@ BRONZE_DOCUMENTS_SCHEMA = T.StructType(
         T.StructField("document_id", T.StringType(), False),
         T.StructField("path", T.StringType(), False),
         T.StructField("media_type", T.StringType(), True),
+        # What a text file was read as (utf-8, cp1252, utf-16-le ...); null for PDFs, unreadable files,
+        # tombstones and rows written before the column existed (appends merge it into older tables).
+        T.StructField("encoding", T.StringType(), True),
         T.StructField("size_bytes", T.LongType(), True),
         T.StructField("sha256", T.StringType(), True),
         T.StructField("modified_at", T.TimestampType(), True),
@@ -71,6 +74,7 @@ def _parse_files(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
                     "document_id": document_id(f.path),
                     "path": f.path,
                     "media_type": parsed.media_type,
+                    "encoding": parsed.encoding,
                     "size_bytes": int(f.size_bytes),
                     "sha256": hashlib.sha256(content).hexdigest(),
                     "modified_at": f.modified_at,

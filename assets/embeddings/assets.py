@@ -65,7 +65,7 @@ def chunk_embeddings(
         gold,
         gold_version or 0,
         embedder.encode,
-        embedder.dimension,
+        lambda: embedder.dimension,  # loads the model: only when the table is new
         embedder.model_name,
         embedder.version,
         vector_index_min_rows=lancedb.vector_index_min_rows,

@@ -197,8 +197,14 @@ class SyncResult:
 
 
 def open_or_create(
-    db: lancedb.DBConnection, name: str, dimension: int, model_id: str, model_info: dict | None = None
+    db: lancedb.DBConnection,
+    name: str,
+    dimension: int | Callable[[], int],
+    model_id: str,
+    model_info: dict | None = None,
 ) -> lancedb.table.Table:
+    """The model's table, created on first use. ``dimension`` may be a function: it is asked only when
+    the table is created (knowing it means loading the model, which a run with nothing to embed skips)."""
     if name in db.list_tables().tables:
         table = db.open_table(name)
         built_with = table_model(table).get("model_id")
@@ -210,7 +216,8 @@ def open_or_create(
         if CITATION_COLUMN not in table.schema.names:
             add_citations(table)
         return table
-    return db.create_table(name, schema=embeddings_schema(dimension, model_id, model_info))
+    size = dimension() if callable(dimension) else dimension
+    return db.create_table(name, schema=embeddings_schema(size, model_id, model_info))
 
 
 def sync_embeddings(
@@ -219,7 +226,7 @@ def sync_embeddings(
     gold: pa.Table,
     gold_version: int,
     encode: Callable[[list[str]], np.ndarray],
-    dimension: int,
+    dimension: int | Callable[[], int],
     model_name: str,
     model_version: str,
     vector_index_min_rows: int = 10_000,
@@ -265,7 +272,10 @@ def sync_embeddings(
         rows = (
             batch.select(INDEXED_COLUMNS + optional)
             .append_column(
-                "vector", pa.FixedSizeListArray.from_arrays(pa.array(vectors.reshape(-1)), dimension)
+                "vector",
+                pa.FixedSizeListArray.from_arrays(
+                    pa.array(vectors.reshape(-1)), table.schema.field("vector").type.list_size
+                ),
             )
             .append_column("delta_version", pa.array([gold_version] * n, pa.int64()))
             .append_column("model_name", pa.array([model_name] * n))

@@ -22,7 +22,14 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from assets.automation import DOWNSTREAM_OF_BRONZE
-from assets.landing import list_landing, stream_app_id, stream_landed_files
+from assets.landing import (
+    already_ingested,
+    landing_state,
+    list_landing,
+    mark_ingested,
+    stream_app_id,
+    stream_landed_files,
+)
 from assets.metadata import column_lineage, delta_metadata
 from assets.quarantine import record_ingestion_run, to_quarantine, write_quarantine
 from assets.structured.contracts import SourceContract, load_sources
@@ -131,30 +138,35 @@ def source_assets(contract: SourceContract) -> list[AssetsDefinition]:
     def bronze(
         context: AssetExecutionContext, spark: SparkResource, lakehouse: LakehouseResource
     ) -> MaterializeResult:
-        session = spark.session()
         days = context.partition_keys
         today = current_ingest_day()
-        before = lakehouse.version(bronze_name)
-        rebuilt = sum(
-            rebuild_ingest_day(session, lakehouse, contract, context.run_id, day)
-            for day in days
-            if day < today
-        )
-        batches = 0
-        if days[-1] >= today:
-            batches = ingest_new_files(session, lakehouse, contract, context.run_id, days[-1])
-        new = lakehouse.changes(session, bronze_name, before).where("_change_type = 'insert'")
-        stats = new.agg(
-            F.count("*").alias("records"),
-            F.count("_error").alias("unreadable"),
-            F.countDistinct("_source_file").alias("files"),
-        ).first()
+        landing_path = lakehouse.landing_path(contract.name)
+        checkpoint = lakehouse.checkpoint_path(bronze_name)
+        state = landing_state(landing_path)
+        past = [day for day in days if day < today]
+        stats = {"records": 0, "unreadable": 0, "files": 0}
+        rebuilt = batches = 0
+        if past or days[-1] < today or not already_ingested(checkpoint, state):
+            session = spark.session()
+            before = lakehouse.version(bronze_name)
+            rebuilt = sum(
+                rebuild_ingest_day(session, lakehouse, contract, context.run_id, day) for day in past
+            )
+            if days[-1] >= today:
+                batches = ingest_new_files(session, lakehouse, contract, context.run_id, days[-1])
+                mark_ingested(checkpoint, state)
+            new = lakehouse.changes(session, bronze_name, before).where("_change_type = 'insert'")
+            stats = new.agg(
+                F.count("*").alias("records"),
+                F.count("_error").alias("unreadable"),
+                F.countDistinct("_source_file").alias("files"),
+            ).first()
         return MaterializeResult(
             metadata=delta_metadata(
                 lakehouse,
                 bronze_name,
                 BRONZE_RECORD_SCHEMA,
-                landing_path=lakehouse.landing_path(contract.name),
+                landing_path=landing_path,
                 files_ingested=stats["files"],
                 files_reread=rebuilt,
                 records_landed=stats["records"],
@@ -192,12 +204,14 @@ def source_assets(contract: SourceContract) -> list[AssetsDefinition]:
     ) -> MaterializeResult:
         """Applies only the bronze records added since its last run (Change Data Feed), in one
         idempotent MERGE that also stores the bronze version applied in silver's Delta log."""
-        session = spark.session()
         bronze_version = lakehouse.version(bronze_name)
         applied = lakehouse.transaction_version(silver_name, silver_app_id)
         counts = {"landed": 0, "accepted": 0, "quarantined": 0, "duplicates": 0, "deleted": 0}
-        referenced = {r.source: lakehouse.read(session, f"silver_{r.source}") for r in contract.references}
         if applied is None or applied < bronze_version:
+            session = spark.session()
+            referenced = {
+                r.source: lakehouse.read(session, f"silver_{r.source}") for r in contract.references
+            }
             records = (
                 lakehouse.changes(session, bronze_name, applied)
                 .where("_change_type = 'insert'")
@@ -254,9 +268,12 @@ def source_assets(contract: SourceContract) -> list[AssetsDefinition]:
             metadata=delta_metadata(
                 lakehouse,
                 silver_name,
-                lakehouse.read(session, silver_name).schema,
+                None,
                 **{"dagster/column_lineage": lineage},
-                **{f"silver_{name}_version": lakehouse.version(f"silver_{name}") for name in referenced},
+                **{
+                    f"silver_{ref.source}_version": lakehouse.version(f"silver_{ref.source}")
+                    for ref in contract.references
+                },
                 **{f"records_{k}": v for k, v in counts.items()},
                 bronze_version=bronze_version,
             )
