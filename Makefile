@@ -76,8 +76,11 @@ setup: $(VENV_STAMP) $(JARS_STAMP) $(S3A_STAMP)
 demo: setup
 	$(VENV)/bin/groundwork demo
 
+# Tests run in TEST_WORKERS processes (pytest-xdist, one test file per worker at a time): the suite waits
+# on subprocesses, JVMs and servers more than it computes, so 3 workers on 2 cores finish sooner than 1.
+TEST_WORKERS ?= 3
 test: setup browser
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 # Debian's chromium, for the browser test (tests/test_ui_browser.py); needs root (or sudo) on a fresh machine.
 browser:

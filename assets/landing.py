@@ -40,8 +40,10 @@ def filesystem(root: str) -> tuple[pafs.FileSystem, str]:
     if "://" not in root:
         return pafs.LocalFileSystem(), root
     if root.startswith(("s3://", "s3a://")):
-        # Runs in Spark's Python workers too, so the endpoint comes from the environment's settings;
-        # credentials from AWS's standard chain.
+        # Reads the settings itself rather than being given them: this runs in Spark's
+        # Python workers too (``read_bytes`` in the parsing UDF), which get no objects from the driver, so
+        # the endpoint and region come from the settings of the worker's own environment; credentials
+        # from AWS's standard chain.
         from resources.settings import get_settings
 
         settings = get_settings()

@@ -9,11 +9,14 @@ documents that yield nothing to index.
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
+import pyarrow as pa
 import pyarrow.compute as pc
+from deltalake import write_deltalake
 
-from resources.lakehouse import Lakehouse
+from resources.lakehouse import Lakehouse, open_delta, storage_options_for
 
 if TYPE_CHECKING:  # the readers below serve `groundwork status`, which starts no JVM
     from pyspark.sql import Column, DataFrame, SparkSession
@@ -22,6 +25,14 @@ LAYERS = ("bronze", "silver", "gold")
 RAW_LIMIT = 4000
 QUARANTINE_KEYS = ["source", "source_file", "record_key", "reason"]
 INGESTION_RUNS_TABLE = "ingestion_runs"
+INGESTION_RUNS_SCHEMA = pa.schema(
+    [
+        pa.field("source", pa.string()),
+        pa.field("run_id", pa.string()),
+        *(pa.field(n, pa.int64()) for n in ("landed", "accepted", "quarantined", "duplicates", "deleted")),
+        pa.field("recorded_at", pa.timestamp("us", tz="UTC")),
+    ]
+)
 
 
 def quarantine_table(layer: str) -> str:
@@ -91,7 +102,6 @@ def write_quarantine(
 
 
 def record_ingestion_run(
-    spark: SparkSession,
     lakehouse: Lakehouse,
     source: str,
     run_id: str,
@@ -101,14 +111,15 @@ def record_ingestion_run(
     duplicates: int,
     deleted: int = 0,
 ) -> dict[str, int]:
-    """Append this run's reconciliation for ``source`` (landed = accepted + quarantined + duplicates)."""
+    """Record this run's reconciliation for ``source`` (landed = accepted + quarantined + duplicates).
+
+    One row, written with delta-rs (a Spark write costs seconds); a retried step replaces its run's row.
+    """
     if landed != accepted + quarantined + duplicates:
         raise AssertionError(
             f"{source}: counts do not reconcile: landed {landed} != accepted {accepted} + quarantined "
             f"{quarantined} + duplicates {duplicates}"
         )
-    from pyspark.sql import functions as F
-
     counts = {
         "landed": landed,
         "accepted": accepted,
@@ -116,15 +127,21 @@ def record_ingestion_run(
         "duplicates": duplicates,
         "deleted": deleted,
     }
-    row = spark.createDataFrame(
-        [(source, run_id, *counts.values())],
-        "source string, run_id string, landed long, accepted long, quarantined long, duplicates long, "
-        "deleted long",
-    ).withColumn("recorded_at", F.current_timestamp())
+    row = pa.Table.from_pylist(
+        [{"source": source, "run_id": run_id, **counts, "recorded_at": datetime.now(UTC)}],
+        schema=INGESTION_RUNS_SCHEMA,
+    )
+    path = lakehouse.table_path(INGESTION_RUNS_TABLE)
+    options = storage_options_for(path, lakehouse.storage_options)
     if _recorded(lakehouse, source, run_id):  # a retried step replaces its run's record
-        lakehouse.merge(spark, row, INGESTION_RUNS_TABLE, ["source", "run_id"])
-    else:  # the usual case: an append, which costs a fraction of a MERGE
-        lakehouse.append(row, INGESTION_RUNS_TABLE)
+        (
+            open_delta(path, lakehouse.storage_options)
+            .merge(row, "t.source = s.source AND t.run_id = s.run_id", source_alias="s", target_alias="t")
+            .when_matched_update_all()
+            .execute()
+        )
+    else:
+        write_deltalake(path, row, mode="append", storage_options=options)
     return counts
 
 

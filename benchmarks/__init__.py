@@ -2,5 +2,5 @@
 
 import os
 
-# Lance logs a deprecation warning on every query that selects columns (as resources/vectorstore.py says).
+# Lance logs a deprecation warning on every query that selects columns (see resources/lancedb/).
 os.environ.setdefault("LANCEDB_LOG", "error")

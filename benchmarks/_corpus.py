@@ -6,10 +6,10 @@ import hashlib
 
 import pyarrow as pa
 
-from assets.chunks.chunking import Chunker, embedding_input
+from assets.chunks.chunking import Chunker
 from assets.documents.parsing import parse_document
 from assets.documents.transform import document_id
-from models.embedding_model import packaged_model_path
+from models.embedding_model import embedding_input, packaged_model_path
 from resources.settings import SAMPLES_DIR
 
 

@@ -17,10 +17,10 @@ import time
 
 import lancedb
 
-from assets.chunks.chunking import embedding_input
-from assets.embeddings.index import sync_embeddings
 from benchmarks._corpus import gold_table, sample_chunks
+from models.embedding_model import embedding_input
 from resources.embedder import Embedder
+from resources.lancedb.sync import sync_embeddings
 
 
 def main() -> None:

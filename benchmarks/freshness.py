@@ -35,7 +35,7 @@ DOCUMENTS = sorted(
 def indexed_paths(settings: Settings) -> set[str]:
     import lancedb
 
-    from assets.embeddings.index import open_active
+    from resources.lancedb.tables import open_active
 
     table = open_active(lancedb.connect(settings.lancedb_uri), settings.embeddings_table)
     if table is None:

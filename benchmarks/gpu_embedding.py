@@ -33,9 +33,8 @@ WEIGHTS = "model.safetensors"
 def prepare(out: Path) -> None:
     from safetensors.torch import load_file, save_file
 
-    from assets.chunks.chunking import embedding_input
     from benchmarks._corpus import sample_chunks
-    from models.embedding_model import packaged_model_path
+    from models.embedding_model import embedding_input, packaged_model_path
 
     texts = [embedding_input(r["title"], r["heading_path"], r["text"]) for r in sample_chunks()]
     out.mkdir(parents=True, exist_ok=True)

@@ -14,9 +14,9 @@ import time
 
 import lancedb
 
-from assets.embeddings.index import sync_embeddings
 from benchmarks._corpus import gold_table, synthetic_corpus
 from resources.embedder import Embedder
+from resources.lancedb.sync import sync_embeddings
 
 
 def main() -> None:

@@ -32,17 +32,17 @@ import lancedb
 import numpy as np
 import pyarrow as pa
 
-from assets.embeddings.index import (
+from models.embedding_model import MODEL_NAME, packaged_model_version
+from resources.lancedb.query import nearest
+from resources.lancedb.sync import maintain_indexes
+from resources.lancedb.tables import (
     activate,
     embeddings_schema,
-    maintain_indexes,
     model_table_name,
-    nearest,
     open_active,
     open_or_create,
     with_citations,
 )
-from models.embedding_model import MODEL_NAME, packaged_model_version
 
 DIM = 384
 CENTRES = 1_000

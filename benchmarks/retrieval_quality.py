@@ -35,10 +35,10 @@ from assets.chunks.chunking import Chunker
 from assets.chunks.redaction import redact
 from assets.documents.parsing import parse_document
 from assets.documents.transform import document_id
-from assets.embeddings.index import sync_embeddings
 from benchmarks._corpus import _row, gold_table
 from models.evaluation import MODES, EvaluationReport, evaluate, indexed_paths, load_gold, searcher_function
 from resources.embedder import Embedder
+from resources.lancedb.sync import sync_embeddings
 from resources.settings import Settings
 from serving.search import Searcher
 

@@ -92,3 +92,9 @@ def encode(model, texts: list[str], batch_size: int, show_progress: bool = False
             output = model(batch_to_device(batch, model.device))["sentence_embedding"]
             vectors[rows] = torch.nn.functional.normalize(output.float(), p=2, dim=1).cpu().numpy()
     return vectors
+
+
+def embedding_input(title: str, heading_path: str, text: str) -> str:
+    """What the model embeds: the chunk with its context, so a bare paragraph still says what it is about."""
+    context = " > ".join(part for part in (title, heading_path) if part)
+    return f"{context}\n{text}" if context else text

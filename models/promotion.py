@@ -10,10 +10,10 @@ Rollback moves the alias and the pointer back together; searchers built afterwar
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from datetime import timedelta
 
-from assets.embeddings.index import activate, model_table_name, sync_embeddings, table_model
 from models.evaluation import (
     MODES,
     NDCG_CUTOFF,
@@ -33,12 +33,14 @@ from models.model_registry import (
     set_champion,
 )
 from quality import suites
-from quality.checks import embedding_frame
+from quality.validation import ExpectationOutcome
 from resources.embedder import Embedder
 from resources.lakehouse import Lakehouse
+from resources.lancedb import LanceDBStore
+from resources.lancedb.sync import SyncResult, sync_embeddings
+from resources.lancedb.tables import activate, model_table_name, table_model
 from resources.quality import Quality
 from resources.tracking import MLflowStore
-from resources.vectorstore import LanceDBStore
 from serving.search import Searcher
 
 PROMOTION_EXPERIMENT = "groundwork-model-promotion"
@@ -63,6 +65,63 @@ class PromotionDecision:
         return asdict(self)
 
 
+def build_model_table(
+    embedder: Embedder,
+    lancedb: LanceDBStore,
+    lakehouse: Lakehouse,
+    quality: Quality | None,
+    *,
+    model_info: dict,
+    run_name: str,
+    activate_new: bool,
+    report: Callable[[str, ExpectationOutcome], None] | None = None,
+) -> SyncResult:
+    """Bring ``embedder``'s table in line with the gold chunks: the one way a model's table is built.
+
+    A table that is not the active one (a first build, a new model) must pass the embeddings suite (with
+    ``quality``) before it goes live (``activate_new``, the pipeline) or is kept as a candidate
+    (promotion); ``report`` hears of each failed expectation. CandidateRejectedError otherwise.
+    """
+    gold = lakehouse.read_arrow("document_chunks")
+
+    def validate(table) -> bool:
+        outcome = quality.validate(
+            suites.embedding_frame(table),
+            "chunk_embeddings_candidate",
+            suites.chunk_embeddings_suite(gold.num_rows, embedder.dimension),
+            run_name,
+        )
+        for failure in outcome.failed:
+            (report or _log_failure)(table.name, failure)
+        return outcome.success
+
+    return sync_embeddings(
+        lancedb.connect(),
+        lancedb.table_name,
+        gold,
+        lakehouse.version("document_chunks") or 0,
+        embedder.encode,
+        lambda: embedder.dimension,  # loads the model: only when the table is new
+        embedder.model_name,
+        embedder.version,
+        vector_index_min_rows=lancedb.vector_index_min_rows,
+        keep_versions=timedelta(days=lancedb.keep_versions_days),
+        validate=validate if quality is not None else None,
+        activate_new=activate_new,
+        model_info=model_info,
+    )
+
+
+def _log_failure(table_name: str, failure: ExpectationOutcome) -> None:
+    log.error(
+        "%s: %s(%s) observed %s",
+        table_name,
+        failure.expectation,
+        failure.column,
+        failure.observed_json()[:200],
+    )
+
+
 def build_table(
     embedder: Embedder,
     tracking: MLflowStore,
@@ -70,38 +129,18 @@ def build_table(
     lakehouse: Lakehouse,
     quality: Quality | None = None,
 ) -> str:
-    """Bring ``embedder``'s table in line with the gold chunks without activating it; returns its name.
-
-    With ``quality`` the table must pass the embeddings suite, as any table must before it goes live.
-    """
-    gold = lakehouse.read_arrow("document_chunks")
-    if gold is None or gold.num_rows == 0:
+    """A promotion's table for ``embedder``, built (not activated) beside the champion's; returns its name."""
+    if not lakehouse.exists("document_chunks") or lakehouse.row_count("document_chunks") == 0:
         raise LookupError("no gold chunks (document_chunks) to embed: run `groundwork run` first")
-    result = sync_embeddings(
-        lancedb.connect(),
-        lancedb.table_name,
-        gold,
-        lakehouse.version("document_chunks") or 0,
-        embedder.encode,
-        embedder.dimension,
-        embedder.model_name,
-        embedder.version,
-        vector_index_min_rows=lancedb.vector_index_min_rows,
-        keep_versions=timedelta(days=lancedb.keep_versions_days),
-        activate_new=False,
+    result = build_model_table(
+        embedder,
+        lancedb,
+        lakehouse,
+        quality,
         model_info=model_info(tracking, embedder),
+        run_name=f"promotion-{embedder.model_id}",
+        activate_new=False,
     )
-    if quality is not None:
-        table = lancedb.connect().open_table(result.table_name)
-        outcome = quality.validate(
-            embedding_frame(table),
-            "chunk_embeddings_candidate",
-            suites.chunk_embeddings_suite(gold.num_rows, embedder.dimension),
-            f"promotion-{embedder.model_id}",
-        )
-        if not outcome.success:
-            failed = ", ".join(f"{f.expectation}({f.column})" for f in outcome.failed)
-            raise ValueError(f"{result.table_name} failed the embeddings suite: {failed}")
     log.info("built %s: %d embedded, %d rows", result.table_name, result.embedded, result.rows)
     return result.table_name
 

@@ -555,8 +555,8 @@ def models_promote(
 def models_rollback() -> None:
     """Move `champion` and the active index back to the previous champion (serving follows at once)."""
     from models.promotion import rollback
+    from resources.lancedb import LanceDBStore
     from resources.tracking import MLflowStore
-    from resources.vectorstore import LanceDBStore
 
     settings = get_settings()
     try:

@@ -1,4 +1,7 @@
-"""The Dagster code location: every asset, job, schedule and sensor, with resources from the settings."""
+"""The Dagster code location: every asset, job, schedule and sensor, with resources from the settings.
+
+The settings are read here, once, for the module-level ``defs``; everything below takes them as an argument.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +13,7 @@ from assets.embeddings import assets as embedding_assets
 from assets.evaluation import assets as evaluation_assets
 from assets.prompts import assets as prompt_assets
 from assets.structured.assets import structured_assets
-from pipelines.failures import record_pipeline_failures
+from pipelines.failures import failure_sensor
 from pipelines.jobs import main_job, maintenance_job, validation_job
 from pipelines.schedules import nightly_maintenance, nightly_refresh, nightly_validation
 from pipelines.sensors import automation_sensor, landing_sensors
@@ -19,8 +22,7 @@ from quality.checks import quality_checks
 from resources import Settings, build_resources, get_settings
 
 
-def all_assets(settings: Settings | None = None) -> list:
-    settings = settings or get_settings()
+def all_assets(settings: Settings) -> list:
     return [
         *load_assets_from_modules(
             [document_assets, chunk_assets, embedding_assets, evaluation_assets, prompt_assets]
@@ -29,18 +31,19 @@ def all_assets(settings: Settings | None = None) -> list:
     ]
 
 
-def build_definitions(settings: Settings | None = None) -> Definitions:
+def build_definitions(settings: Settings) -> Definitions:
     """Definitions for one settings object; the module-level ``defs`` uses the environment's."""
-    settings = settings or get_settings()
+    assets, checks = all_assets(settings), quality_checks(settings.sources_file)
+    worker_job = documents_worker_job(settings, [*assets, *checks])
     return Definitions(
-        assets=all_assets(settings),
-        asset_checks=quality_checks(settings.sources_file),
-        jobs=[main_job, validation_job, maintenance_job, documents_worker_job, documents_batch_job],
+        assets=assets,
+        asset_checks=checks,
+        jobs=[main_job, validation_job, maintenance_job, worker_job, documents_batch_job],
         schedules=[nightly_refresh, nightly_validation, nightly_maintenance],
         sensors=[
-            *landing_sensors(settings.sources_file, settings.documents_worker),
+            *landing_sensors(settings),
             automation_sensor,
-            record_pipeline_failures,
+            failure_sensor(settings),
         ],
         resources=build_resources(settings),
         # One process per run: Spark's JVM and the embedding model load once, not once per step.
@@ -48,4 +51,4 @@ def build_definitions(settings: Settings | None = None) -> Definitions:
     )
 
 
-defs = build_definitions()
+defs = build_definitions(get_settings())

@@ -12,11 +12,12 @@ from dagster import (
     DagsterInstance,
     DefaultSensorStatus,
     RunFailureSensorContext,
+    SensorDefinition,
     run_failure_sensor,
 )
 
 from pipelines.failure_log import record_failures
-from resources.settings import get_settings
+from resources.settings import Settings
 
 
 def _first_line(text: str | None, limit: int = 2000) -> str:
@@ -77,22 +78,27 @@ def failure_rows(instance: DagsterInstance, run_id: str, job_name: str, run_mess
     return rows
 
 
-@run_failure_sensor(
-    name="record_pipeline_failures",
-    default_status=DefaultSensorStatus.RUNNING,
-    minimum_interval_seconds=10,
-    description="Writes each failed run's failed steps, error type and cause to pipeline_failures.",
-)
-def record_pipeline_failures(context: RunFailureSensorContext) -> None:
-    run = context.dagster_run
-    rows = failure_rows(context.instance, run.run_id, run.job_name, context.failure_event.message or "")
-    version = record_failures(get_settings(), rows)
-    for row in rows:
-        context.log.info(
-            "recorded failure of run %s step %s: %s (%s)",
-            row["run_id"][:8],
-            row["step_key"],
-            row["error_type"],
-            row["cause"][:200],
-        )
-    context.log.info("pipeline_failures at version %d", version)
+def failure_sensor(settings: Settings) -> SensorDefinition:
+    """The run failure sensor, writing to the ``pipeline_failures`` table of ``settings``."""
+
+    @run_failure_sensor(
+        name="record_pipeline_failures",
+        default_status=DefaultSensorStatus.RUNNING,
+        minimum_interval_seconds=10,
+        description="Writes each failed run's failed steps, error type and cause to pipeline_failures.",
+    )
+    def record_pipeline_failures(context: RunFailureSensorContext) -> None:
+        run = context.dagster_run
+        rows = failure_rows(context.instance, run.run_id, run.job_name, context.failure_event.message or "")
+        version = record_failures(settings, rows)
+        for row in rows:
+            context.log.info(
+                "recorded failure of run %s step %s: %s (%s)",
+                row["run_id"][:8],
+                row["step_key"],
+                row["error_type"],
+                row["cause"][:200],
+            )
+        context.log.info("pipeline_failures at version %d", version)
+
+    return record_pipeline_failures

@@ -10,8 +10,8 @@ from datetime import timedelta
 
 from dagster import AssetSelection, OpExecutionContext, define_asset_job, job, op
 
+from assets.retries import ENGINE_RETRY_POLICY, transient_retries
 from pipelines.maintenance import maintain_delta, maintain_lancedb
-from pipelines.retries import ENGINE_RETRY_POLICY, transient_retries
 from resources import LakehouseResource, LanceDBResource, SparkResource
 
 MAIN_JOB = "groundwork_main"

@@ -17,9 +17,10 @@ import lancedb
 import pyarrow.fs as pafs
 from pyspark.sql import SparkSession
 
-from assets.embeddings.index import POINTER_SUFFIX, maintain_indexes
 from assets.landing import filesystem
 from resources.lakehouse import open_delta
+from resources.lancedb.sync import maintain_indexes
+from resources.lancedb.tables import POINTER_SUFFIX
 
 log = logging.getLogger(__name__)
 

@@ -12,8 +12,6 @@ Automation then finds the chain up to date; it still carries any other update of
 Structured sources land into a daily partition of bronze; automation carries them on into their
 unpartitioned silver tables."""
 
-from pathlib import Path
-
 from dagster import (
     AssetKey,
     AssetSelection,
@@ -29,8 +27,8 @@ from dagster import (
 from assets.landing import landing_fingerprint, list_landing
 from assets.structured.contracts import load_sources
 from pipelines.jobs import WRITES_TABLES_TAG
-from pipelines.worker import DOCUMENT_ASSETS, WORKER_JOB, documents_worker_job, live_worker_run_id
-from resources.settings import get_settings
+from pipelines.worker import DOCUMENT_ASSETS, WORKER_JOB, live_worker_run_id
+from resources.settings import Settings
 
 SENSOR_INTERVAL_SECONDS = 5
 
@@ -38,17 +36,19 @@ SENSOR_INTERVAL_SECONDS = 5
 DOCUMENTS_TO_INDEX = [AssetKey(name) for name in DOCUMENT_ASSETS]
 
 
-def landing_change(source: str, cursor: str | None) -> tuple[int, str] | None:
+def landing_change(landing_uri: str, source: str, cursor: str | None) -> tuple[int, str] | None:
     """``(files, fingerprint)`` of ``landing/<source>/`` when it differs from the sensor's ``cursor``;
     ``None`` when nothing changed (an empty zone never seen before is no change either)."""
-    listing = list_landing(f"{get_settings().landing_uri.rstrip('/')}/{source}")
+    listing = list_landing(f"{landing_uri.rstrip('/')}/{source}")
     fingerprint = landing_fingerprint(listing)
     if fingerprint == cursor or (listing.empty and cursor is None):
         return None
     return len(listing), fingerprint
 
 
-def landing_sensor(source: str, partitioned: bool, targets: list[AssetKey] | None = None) -> SensorDefinition:
+def landing_sensor(
+    landing_uri: str, source: str, partitioned: bool, targets: list[AssetKey] | None = None
+) -> SensorDefinition:
     """Start ``targets`` (``bronze_<source>`` unless given) once per change of ``landing/<source>/``: the
     fingerprint is the run key, so a batch of files starts one run; the bronze stream itself picks up
     each file exactly once."""
@@ -68,7 +68,7 @@ def landing_sensor(source: str, partitioned: bool, targets: list[AssetKey] | Non
     def watch(context: SensorEvaluationContext):
         from assets.structured.assets import current_ingest_day
 
-        change = landing_change(source, context.cursor)
+        change = landing_change(landing_uri, source, context.cursor)
         if change is None:
             return SkipReason(f"no change in landing/{source}/")
         files, fingerprint = change
@@ -83,7 +83,7 @@ def landing_sensor(source: str, partitioned: bool, targets: list[AssetKey] | Non
     return watch
 
 
-def documents_worker_sensor() -> SensorDefinition:
+def documents_worker_sensor(landing_uri: str) -> SensorDefinition:
     """Keep a resident documents worker running while documents land: start one on a change of
     ``landing/documents/`` when none is queued or running. The worker itself picks up every later
     change; if it stops (stopped by hand, or crashed), the next change starts a new one, which first
@@ -91,7 +91,7 @@ def documents_worker_sensor() -> SensorDefinition:
 
     @sensor(
         name="documents_landing_sensor",
-        job=documents_worker_job,
+        job_name=WORKER_JOB,
         minimum_interval_seconds=SENSOR_INTERVAL_SECONDS,
         default_status=DefaultSensorStatus.RUNNING,
         description=(
@@ -100,7 +100,7 @@ def documents_worker_sensor() -> SensorDefinition:
         ),
     )
     def watch(context: SensorEvaluationContext):
-        change = landing_change("documents", context.cursor)
+        change = landing_change(landing_uri, "documents", context.cursor)
         if change is None:
             return SkipReason("no change in landing/documents/ since the worker was started")
         files, fingerprint = change
@@ -117,13 +117,18 @@ def documents_worker_sensor() -> SensorDefinition:
     return watch
 
 
-def landing_sensors(sources_file: Path, documents_worker: bool = True) -> list[SensorDefinition]:
-    """A sensor per landing zone; documents either start the resident worker or one run per batch."""
+def landing_sensors(settings: Settings) -> list[SensorDefinition]:
+    """A sensor per landing zone of ``settings``; documents either start the resident worker or one run
+    per batch (``documents_worker``)."""
+    landing = settings.landing_uri
     return [
-        documents_worker_sensor()
-        if documents_worker
-        else landing_sensor("documents", partitioned=False, targets=DOCUMENTS_TO_INDEX),
-        *(landing_sensor(contract.name, partitioned=True) for contract in load_sources(sources_file)),
+        documents_worker_sensor(landing)
+        if settings.documents_worker
+        else landing_sensor(landing, "documents", partitioned=False, targets=DOCUMENTS_TO_INDEX),
+        *(
+            landing_sensor(landing, contract.name, partitioned=True)
+            for contract in load_sources(settings.sources_file)
+        ),
     ]
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from assets.embeddings.index import open_active
 from assets.quarantine import (
     INGESTION_RUNS_TABLE,
     LAYERS,
@@ -16,8 +15,9 @@ from assets.quarantine import (
 from assets.structured.contracts import load_sources
 from pipelines.failure_log import recent_failures
 from resources.lakehouse import Lakehouse
+from resources.lancedb import LanceDBStore
+from resources.lancedb.tables import open_active
 from resources.settings import Settings
-from resources.vectorstore import LanceDBStore
 
 DOCUMENT_TABLES = ["bronze_documents", "silver_documents", "document_chunks"]
 

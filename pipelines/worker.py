@@ -17,6 +17,7 @@ from dagster import (
     Config,
     DagsterRunStatus,
     Definitions,
+    JobDefinition,
     OpExecutionContext,
     RunsFilter,
     define_asset_job,
@@ -27,7 +28,7 @@ from dagster import (
 from assets.landing import landing_fingerprint, list_landing
 from pipelines.failure_log import record_failures
 from pipelines.failures import failure_rows
-from resources.settings import get_settings
+from resources.settings import Settings
 
 WORKER_JOB = "documents_worker"
 BATCH_JOB = "documents_batch"
@@ -78,67 +79,69 @@ def live_worker_run_id(instance) -> str | None:
     return runs[0].dagster_run.run_id if runs else None
 
 
-@op(required_resource_keys=RESOURCE_KEYS)
-def index_landed_documents(context: OpExecutionContext, config: WorkerConfig) -> int:
-    """Poll the documents landing zone; on each change, run the document assets and their checks here."""
-    from pipelines.definitions import all_assets  # the definitions import this module
-    from quality.checks import quality_checks
+def documents_worker_job(settings: Settings, definitions: list) -> JobDefinition:
+    """The resident worker's job for ``settings``: the assets and checks it builds its batches from
+    (``definitions``, those of the code location), its poll interval and the table its failures go to."""
 
-    settings = get_settings()
-    definitions = [*all_assets(settings), *quality_checks(settings.sources_file)]
-    resources = {key: getattr(context.resources, key) for key in RESOURCE_KEYS}
-    # The worker's own resources, Spark and the model warm, serve every batch.
-    batch_job = Definitions(assets=definitions, jobs=[documents_batch_job], resources=resources).get_job_def(
-        BATCH_JOB
-    )
-    root = context.resources.lakehouse.landing_path("documents")
-    indexed, batches, idle_since = None, 0, time.monotonic()
-    next_daemon_check = time.monotonic() + DAEMON_CHECK_SECONDS
-    poll = settings.documents_worker_poll_seconds
-    context.log.info("documents worker: watching %s every %.1fs", root, poll)
-    while True:
-        listing = list_landing(root)
-        fingerprint = landing_fingerprint(listing)
-        if fingerprint != indexed:
-            started = time.monotonic()
-            result = batch_job.execute_in_process(
-                instance=context.instance,
-                tags={WORKER_TAG: context.run_id, "groundwork/landed_files": str(len(listing))},
-                raise_on_error=False,
-            )
-            # A failed batch is not retried in a loop: its run records why (a blocking check, bad data);
-            # the next change, the nightly refresh or a manual run picks it up again.
-            indexed, batches, idle_since = fingerprint, batches + 1, time.monotonic()
-            context.log.info(
-                "documents worker: batch %d (run %s) %s in %.1fs",
-                batches,
-                result.run_id,
-                "indexed" if result.success else "failed",
-                idle_since - started,
-            )
-            if not result.success:
-                rows = failure_rows(context.instance, result.run_id, WORKER_JOB, "worker batch failed")
-                record_failures(settings, rows)
-                for row in rows:
-                    context.log.error("documents worker: %s failed: %s", row["step_key"], row["cause"][:500])
-            continue
-        if config.idle_exit_seconds and time.monotonic() - idle_since >= config.idle_exit_seconds:
-            context.log.info("documents worker: idle for %.0fs, stopping", config.idle_exit_seconds)
-            return batches
-        if time.monotonic() >= next_daemon_check:
-            if daemon_stopped(context.instance):
-                context.log.warning("documents worker: the Dagster daemon has stopped; stopping too")
+    @op(name="index_landed_documents", required_resource_keys=RESOURCE_KEYS)
+    def index_landed_documents(context: OpExecutionContext, config: WorkerConfig) -> int:
+        """Poll the documents landing zone; on each change, run the document assets and their checks here."""
+        resources = {key: getattr(context.resources, key) for key in RESOURCE_KEYS}
+        # The worker's own resources, Spark and the model warm, serve every batch.
+        batch_job = Definitions(
+            assets=definitions, jobs=[documents_batch_job], resources=resources
+        ).get_job_def(BATCH_JOB)
+        root = context.resources.lakehouse.landing_path("documents")
+        indexed, batches, idle_since = None, 0, time.monotonic()
+        next_daemon_check = time.monotonic() + DAEMON_CHECK_SECONDS
+        poll = settings.documents_worker_poll_seconds
+        context.log.info("documents worker: watching %s every %.1fs", root, poll)
+        while True:
+            listing = list_landing(root)
+            fingerprint = landing_fingerprint(listing)
+            if fingerprint != indexed:
+                started = time.monotonic()
+                result = batch_job.execute_in_process(
+                    instance=context.instance,
+                    tags={WORKER_TAG: context.run_id, "groundwork/landed_files": str(len(listing))},
+                    raise_on_error=False,
+                )
+                # A failed batch is not retried in a loop: its run records why (a blocking check, bad data);
+                # the next change, the nightly refresh or a manual run picks it up again.
+                indexed, batches, idle_since = fingerprint, batches + 1, time.monotonic()
+                context.log.info(
+                    "documents worker: batch %d (run %s) %s in %.1fs",
+                    batches,
+                    result.run_id,
+                    "indexed" if result.success else "failed",
+                    idle_since - started,
+                )
+                if not result.success:
+                    rows = failure_rows(context.instance, result.run_id, WORKER_JOB, "worker batch failed")
+                    record_failures(settings, rows)
+                    for row in rows:
+                        context.log.error(
+                            "documents worker: %s failed: %s", row["step_key"], row["cause"][:500]
+                        )
+                continue
+            if config.idle_exit_seconds and time.monotonic() - idle_since >= config.idle_exit_seconds:
+                context.log.info("documents worker: idle for %.0fs, stopping", config.idle_exit_seconds)
                 return batches
-            next_daemon_check = time.monotonic() + DAEMON_CHECK_SECONDS
-        time.sleep(poll)
+            if time.monotonic() >= next_daemon_check:
+                if daemon_stopped(context.instance):
+                    context.log.warning("documents worker: the Dagster daemon has stopped; stopping too")
+                    return batches
+                next_daemon_check = time.monotonic() + DAEMON_CHECK_SECONDS
+            time.sleep(poll)
 
+    @job(
+        name=WORKER_JOB,
+        description=(
+            "Resident worker: keeps Spark and the embedding model warm and indexes each change of "
+            "landing/documents/ within seconds (one in-process run per batch)."
+        ),
+    )
+    def documents_worker():
+        index_landed_documents()
 
-@job(
-    name=WORKER_JOB,
-    description=(
-        "Resident worker: keeps Spark and the embedding model warm and indexes each change of "
-        "landing/documents/ within seconds (one in-process run per batch)."
-    ),
-)
-def documents_worker_job():
-    index_landed_documents()
+    return documents_worker

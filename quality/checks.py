@@ -10,7 +10,6 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -27,13 +26,14 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from assets.automation import WITH_ITS_ASSET
-from assets.embeddings.index import open_active
+from assets.retries import transient_retries
 from assets.structured.contracts import SourceContract, load_sources
-from pipelines.retries import transient_retries
 from quality import suites
+from quality.suites import embedding_frame
 from quality.validation import SuiteOutcome
 from resources import LakehouseResource, LanceDBResource, QualityResource, SparkResource
 from resources.lakehouse import Lakehouse, storage_options_for
+from resources.lancedb.tables import open_active
 from resources.quality import Quality
 from resources.spark import Spark
 
@@ -57,14 +57,14 @@ Loader = Callable[[Spark, Lakehouse, LanceDBResource, Quality], tuple[Frame, lis
 
 def persist_results(
     lakehouse: Lakehouse, outcome: SuiteOutcome, table: str, version: int | None, run_id: str
-) -> None:
+) -> bool:
     """One small append with delta-rs (milliseconds; a Spark write costs seconds on small data).
 
     A table version already recorded with the same outcome is not recorded again, so re-checking an
-    unchanged table (a run with nothing new) commits nothing.
+    unchanged table (a run with nothing new) commits nothing. Returns whether it recorded.
     """
     if _recorded(lakehouse, outcome, table, version):
-        return
+        return False
     now = datetime.now(UTC)
     rows = [
         {
@@ -87,6 +87,7 @@ def persist_results(
         mode="append",
         storage_options=storage_options_for(path, lakehouse.storage_options),
     )
+    return True
 
 
 def _recorded(lakehouse: Lakehouse, outcome: SuiteOutcome, table: str, version: int | None) -> bool:
@@ -137,8 +138,9 @@ def make_check(table: str, loader: Loader, engine: str = "delta") -> AssetChecks
     ) -> AssetCheckResult:
         data, expectations = loader(spark, lakehouse, lancedb, quality)
         version = lakehouse.version(table) if engine == "delta" else _lancedb_version(lancedb)
-        outcome = quality.validate(data, table, expectations, run_name=context.run.run_id)
-        persist_results(lakehouse, outcome, table, version, context.run.run_id)
+        outcome = quality.validate(data, table, expectations, run_name=context.run.run_id, docs=False)
+        if persist_results(lakehouse, outcome, table, version, context.run.run_id):
+            quality.update_docs(outcome)  # an outcome already recorded has its page already
         metadata = {
             "expectations": len(outcome.outcomes),
             "failed": [f"{o.expectation}({o.column}): {o.observed_json()[:300]}" for o in outcome.failed],
@@ -191,20 +193,6 @@ def _silver_source(contract: SourceContract) -> Loader:
         return rows, suites.silver_source_suite(contract, reference_keys)
 
     return load
-
-
-def embedding_frame(table) -> pd.DataFrame:
-    """Per vector: chunk id, dimension, norm and NaN flag, for the embeddings suite."""
-    rows = table.search().select(["chunk_id", "vector"]).limit(None).to_arrow()
-    vectors = np.stack(rows["vector"].to_numpy(zero_copy_only=False)) if rows.num_rows else np.zeros((0, 0))
-    return pd.DataFrame(
-        {
-            "chunk_id": rows["chunk_id"].to_pylist(),
-            "dimension": [vectors.shape[1]] * rows.num_rows,
-            "norm": np.linalg.norm(vectors, axis=1) if rows.num_rows else [],
-            "has_nan": np.isnan(vectors).any(axis=1) if rows.num_rows else [],
-        }
-    )
 
 
 def _embeddings(

@@ -9,6 +9,8 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import great_expectations.expectations as gxe
+import numpy as np
+import pandas as pd
 
 from assets.chunks.chunking import MODEL_SEQUENCE_LIMIT, SPECIAL_TOKENS
 from assets.structured.contracts import SourceContract
@@ -69,6 +71,20 @@ def chunk_embeddings_suite(gold_chunks: int, dimension: int) -> list[gxe.Expecta
         gxe.ExpectColumnValuesToBeInSet(column="has_nan", value_set=[False]),
         gxe.ExpectColumnValuesToBeBetween(column="norm", min_value=0.999, max_value=1.001),
     ]
+
+
+def embedding_frame(table) -> pd.DataFrame:
+    """Per vector: chunk id, dimension, norm and NaN flag, for the embeddings suite."""
+    rows = table.search().select(["chunk_id", "vector"]).limit(None).to_arrow()
+    vectors = np.stack(rows["vector"].to_numpy(zero_copy_only=False)) if rows.num_rows else np.zeros((0, 0))
+    return pd.DataFrame(
+        {
+            "chunk_id": rows["chunk_id"].to_pylist(),
+            "dimension": [vectors.shape[1]] * rows.num_rows,
+            "norm": np.linalg.norm(vectors, axis=1) if rows.num_rows else [],
+            "has_nan": np.isnan(vectors).any(axis=1) if rows.num_rows else [],
+        }
+    )
 
 
 def bronze_source_suite(contract: SourceContract) -> list[gxe.Expectation]:

@@ -40,6 +40,7 @@ class SuiteOutcome:
     success: bool
     outcomes: list[ExpectationOutcome]
     docs_url: str | None = None
+    result_id: Any = None  # GX's identifier of the stored validation result (for its Data Docs page)
 
     @property
     def failed(self) -> list[ExpectationOutcome]:
@@ -62,9 +63,18 @@ def _replace(store, name: str) -> None:
 
 
 def validate(
-    df: Any, suite_name: str, expectations: list[gxe.Expectation], root: str, run_name: str = "adhoc"
+    df: Any,
+    suite_name: str,
+    expectations: list[gxe.Expectation],
+    root: str,
+    run_name: str = "adhoc",
+    docs: bool = True,
 ) -> SuiteOutcome:
-    """Validate a Spark or pandas DataFrame against ``expectations`` and update the Data Docs."""
+    """Validate a Spark or pandas DataFrame against ``expectations`` and (``docs``) update the Data Docs.
+
+    Rendering the docs is most of a small validation's time; without ``docs``, ``update_data_docs``
+    renders this result's page later, if the caller keeps it.
+    """
     context = gx_context(root)
     for store in (context.checkpoints, context.validation_definitions, context.suites):
         _replace(store, suite_name)
@@ -91,11 +101,13 @@ def validate(
     )
     checkpoint = context.checkpoints.add(
         gx.Checkpoint(
-            name=suite_name, validation_definitions=[definition], actions=[UpdateDataDocsAction(name="docs")]
+            name=suite_name,
+            validation_definitions=[definition],
+            actions=[UpdateDataDocsAction(name="docs")] if docs else [],
         )
     )
     result = checkpoint.run(batch_parameters={"dataframe": df}, run_id=RunIdentifier(run_name=run_name))
-    [validation] = result.run_results.values()
+    [(result_id, validation)] = result.run_results.items()
     outcomes = [
         ExpectationOutcome(
             expectation=r.expectation_config.type,
@@ -108,9 +120,13 @@ def validate(
         for r in validation.results
     ]
     sites = context.get_docs_sites_urls()
-    return SuiteOutcome(
-        suite_name, bool(validation.success), outcomes, sites[0]["site_url"] if sites else None
-    )
+    url = sites[0]["site_url"] if sites else None
+    return SuiteOutcome(suite_name, bool(validation.success), outcomes, url, result_id)
+
+
+def update_data_docs(root: str, outcome: SuiteOutcome) -> None:
+    """Render ``outcome``'s page of the Data Docs (and the index that links it)."""
+    gx_context(root).build_data_docs(resource_identifiers=[outcome.result_id])
 
 
 def _observed(result: dict) -> Any:

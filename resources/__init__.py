@@ -9,41 +9,9 @@ loaded on first use, so ``import resources.settings`` (every CLI command) costs 
 from __future__ import annotations
 
 import importlib
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:
-    from resources.definitions import (
-        EmbedderResource,
-        EvaluationResource,
-        LakehouseResource,
-        LanceDBResource,
-        MLflowResource,
-        PrivacyResource,
-        QualityResource,
-        SparkResource,
-        build_resources,
-    )
-    from resources.settings import Settings, get_settings
-
-_HOMES = {
-    "Settings": "resources.settings",
-    "get_settings": "resources.settings",
-    **dict.fromkeys(
-        [
-            "EmbedderResource",
-            "EvaluationResource",
-            "LakehouseResource",
-            "LanceDBResource",
-            "MLflowResource",
-            "PrivacyResource",
-            "QualityResource",
-            "SparkResource",
-            "build_resources",
-        ],
-        "resources.definitions",
-    ),
-}
-__all__ = [
+_DAGSTER_NAMES = [
     "EmbedderResource",
     "EvaluationResource",
     "LakehouseResource",
@@ -51,11 +19,15 @@ __all__ = [
     "MLflowResource",
     "PrivacyResource",
     "QualityResource",
-    "Settings",
     "SparkResource",
     "build_resources",
-    "get_settings",
 ]
+_HOMES = {
+    "Settings": "resources.settings",
+    "get_settings": "resources.settings",
+    **dict.fromkeys(_DAGSTER_NAMES, "resources.definitions"),
+}
+__all__ = sorted(_HOMES)
 
 
 def __getattr__(name: str) -> Any:

@@ -9,17 +9,17 @@ from __future__ import annotations
 
 from typing import Any
 
-from dagster import ConfigurableResource
+from dagster import ConfigurableResource, EnvVar
 
 from resources.embedder import Embedder
 from resources.evaluation import Evaluation
 from resources.lakehouse import Lakehouse
+from resources.lancedb import LanceDBStore
 from resources.privacy import Privacy
 from resources.quality import Quality
-from resources.settings import Settings, get_settings
+from resources.settings import Settings, env_var
 from resources.spark import Spark
 from resources.tracking import MLflowStore
-from resources.vectorstore import LanceDBStore
 
 
 class SparkResource(ConfigurableResource, Spark):
@@ -43,7 +43,15 @@ class QualityResource(ConfigurableResource, Quality):
 
 
 class PrivacyResource(ConfigurableResource, Privacy):
-    """The key that tokenises PII columns (from ``GROUNDWORK_PII_KEY`` or a key file made once)."""
+    """The key that tokenises PII columns (the ``pii_key`` setting, or a key file made once)."""
+
+    @classmethod
+    def passed_key(cls, s: Settings) -> str:
+        """A set key is passed as a reference to its variable (``GROUNDWORK_PII_KEY``), which Dagster
+        resolves when a run starts: resource config is shown in the UI, and Dagster shows a reference
+        as the variable's name. Dagster rebuilds a resource from its config for each run, so a value
+        held anywhere else on the resource would not reach the run."""
+        return EnvVar(env_var("pii_key")) if super().passed_key(s) else ""
 
 
 class MLflowResource(ConfigurableResource, MLflowStore):
@@ -66,7 +74,6 @@ RESOURCE_CLASSES: dict[str, type] = {
 }
 
 
-def build_resources(settings: Settings | None = None) -> dict[str, Any]:
+def build_resources(settings: Settings) -> dict[str, Any]:
     """Every resource the assets use, configured from one settings object."""
-    s = settings or get_settings()
-    return {name: cls.from_settings(s) for name, cls in RESOURCE_CLASSES.items()}
+    return {name: cls.from_settings(settings) for name, cls in RESOURCE_CLASSES.items()}

@@ -260,14 +260,10 @@ def idempotent_dml(spark: SparkSession, txn: tuple[str, int] | None) -> Iterator
 
 
 def storage_options_for(path: str, storage_options: dict[str, str] | None = None) -> dict[str, str] | None:
-    """The delta-rs options for ``path``: those given, else (for object storage) the settings' ones."""
-    if storage_options:
-        return storage_options
-    if path.startswith(("s3://", "s3a://")):
-        from resources.settings import get_settings
-
-        return get_settings().object_store_options() or None
-    return None
+    """The delta-rs options for ``path``: those given (``Settings.object_store_options()``, which the
+    ``Lakehouse`` resource holds), or None for delta-rs's defaults. Nothing is read from the environment
+    here: an object-store path read without its options reaches AWS itself, not a configured endpoint."""
+    return storage_options or None
 
 
 def open_delta(path: str, storage_options: dict[str, str] | None = None) -> RsDeltaTable:

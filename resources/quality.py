@@ -20,7 +20,12 @@ class Quality(BaseModel):
     def from_settings(cls, s: Settings):
         return cls(gx_root=str(s.gx_root), pandas_max_rows=s.quality_pandas_max_rows)
 
-    def validate(self, df: Any, suite_name: str, expectations: list, run_name: str):
+    def validate(self, df: Any, suite_name: str, expectations: list, run_name: str, docs: bool = True):
         from quality.validation import validate
 
-        return validate(df, suite_name, expectations, self.gx_root, run_name)
+        return validate(df, suite_name, expectations, self.gx_root, run_name, docs)
+
+    def update_docs(self, outcome) -> None:
+        from quality.validation import update_data_docs
+
+        update_data_docs(self.gx_root, outcome)

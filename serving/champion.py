@@ -10,15 +10,15 @@ from __future__ import annotations
 
 from models.model_registry import recorded_embedder, resolve_embedder
 from resources.embedder import Embedder
+from resources.lancedb import LanceDBStore
 from resources.settings import Settings
 from resources.tracking import MLflowStore
-from resources.vectorstore import LanceDBStore
 from serving.search import Searcher
 
 
 def champion_searcher(settings: Settings) -> Searcher:
     """The searcher over ``settings``' logical index, with the model its active table was built with."""
-    from assets.embeddings.index import active_table_name, table_model
+    from resources.lancedb.tables import active_table_name, table_model
 
     embedder = Embedder.from_settings(settings)
     db = LanceDBStore.from_settings(settings).connect()

@@ -1,8 +1,13 @@
-"""The HTTP contract: request and response bodies, shared by the service and the Python client."""
+"""The HTTP contract: request and response bodies, shared by the service and the Python client.
+
+Request bodies are checked here and only here: their shape by pydantic (types, unknown fields), and the
+limits the settings set (``GROUNDWORK_SERVE_MAX_K``, ``GROUNDWORK_SERVE_MAX_QUERY_CHARS``) by ``checked``.
+"""
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from dataclasses import dataclass
+from typing import Any, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -14,27 +19,64 @@ FILTERS_DOC = (
 )
 
 
-class SearchRequest(BaseModel):
+@dataclass(frozen=True)
+class Limits:
+    """What the settings allow in one request (the defaults are the settings' defaults)."""
+
+    max_k: int = 100
+    max_query_chars: int = 2_000
+
+
+class InvalidRequest(ValueError):
+    """A request body outside the limits: answered 400 with this message, which never echoes the input."""
+
+
+class QueryRequest(BaseModel):
+    """What /search and /answer share: a query, how many results, how to search, and filters."""
+
     model_config = ConfigDict(extra="forbid")
 
-    query: str = Field("", description="The question or keywords (required unless `vector` is given).")
+    query: str = Field(..., description="The question.")
     k: int = Field(5, description="How many chunks to return (1 to GROUNDWORK_SERVE_MAX_K, default 100).")
     mode: Mode = "hybrid"
     filters: dict[str, Any] = Field(default_factory=dict, description=FILTERS_DOC)
+
+    @property
+    def needs_text(self) -> bool:
+        return True
+
+    def checked(self, limits: Limits) -> Self:
+        """This request with its query stripped, or InvalidRequest naming the limit it breaks."""
+        query = self.query.strip()
+        if self.needs_text and not query:
+            raise InvalidRequest("empty query")
+        if self.needs_text and len(query) > limits.max_query_chars:
+            raise InvalidRequest(f"query longer than {limits.max_query_chars} characters")
+        if not 1 <= self.k <= limits.max_k:
+            raise InvalidRequest(f"k must be between 1 and {limits.max_k}")
+        return self.model_copy(update={"query": query})
+
+
+class SearchRequest(QueryRequest):
+    query: str = Field("", description="The question or keywords (required unless `vector` is given).")
     vector: list[float] | None = Field(
         None,
         max_length=4096,
         description="A query vector from the model in /health's model_id, instead of text (mode vector).",
     )
 
+    @property
+    def needs_text(self) -> bool:
+        return self.vector is None
 
-class AnswerRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    def checked(self, limits: Limits) -> Self:
+        if self.vector is not None and self.mode != "vector":
+            raise InvalidRequest("a query vector needs mode 'vector'")
+        return super().checked(limits)
 
-    query: str = Field(..., description="The question.")
+
+class AnswerRequest(QueryRequest):
     k: int = Field(5, description="How many passages to retrieve as sources.")
-    mode: Mode = "hybrid"
-    filters: dict[str, Any] = Field(default_factory=dict, description=FILTERS_DOC)
 
 
 class Citation(BaseModel):

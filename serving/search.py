@@ -22,19 +22,16 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
-from assets.embeddings.index import (
+from resources.embedder import Embedder
+from resources.lancedb.query import RERANK_POOL, VECTOR_SEARCH_REFINE, nearest_arrow, rerank_exact
+from resources.lancedb.tables import (
     CITATION_COLUMN,
     CITATION_FIELDS,
     POINTER_SUFFIX,
-    RERANK_POOL,
-    VECTOR_SEARCH_REFINE,
-    _open,
     active_table_name,
-    nearest_arrow,
-    rerank_exact,
+    open_table,
     table_model,
 )
-from resources.embedder import Embedder
 from serving.injection import injection_match
 
 if TYPE_CHECKING:
@@ -279,7 +276,7 @@ class Searcher:
                 if name is None:
                     raise LookupError(f"no LanceDB index {self.logical!r}: run `groundwork run` first")
                 if self.table is None or self.table.name != name:
-                    table = _open(self.db, name)
+                    table = open_table(self.db, name)
                     if table is None:
                         raise LookupError(f"the active table {name!r} of {self.logical!r} does not exist")
                     self.table = table
@@ -305,7 +302,7 @@ class Searcher:
         if self.physical:
             return self.physical
         if self._pointer is None:
-            self._pointer = _open(self.db, f"{self.logical}{POINTER_SUFFIX}")
+            self._pointer = open_table(self.db, f"{self.logical}{POINTER_SUFFIX}")
             if self._pointer is None:
                 return None
         else:
@@ -318,6 +315,19 @@ class Searcher:
     def embed(self, query: str) -> np.ndarray:
         """The query's vector from the active table's model."""
         return self.embedder.encode([query])[0]
+
+    def query_vector(
+        self, query: str, vector: Sequence[float] | np.ndarray | None = None, state: IndexState | None = None
+    ) -> np.ndarray:
+        """The unit vector to search with: ``vector`` (one of the index's dimension, else ValueError)
+        normalised, or ``query`` embedded with the active table's model."""
+        if vector is None:
+            return self.embed(query)
+        dimension = (state or self.state()).dimension
+        if len(vector) != dimension:
+            raise ValueError(f"vector has {len(vector)} dimensions; the index has {dimension}")
+        vector = np.asarray(vector, dtype=np.float32)
+        return vector / (np.linalg.norm(vector) or 1.0)
 
     def search(
         self,
@@ -358,10 +368,7 @@ class Searcher:
             return _rows(builder.select(_columns(state)).limit(n).to_arrow())
 
         if mode != "fulltext":
-            if vector is None:
-                vector = self.embed(query)
-            elif len(vector) != state.dimension:
-                raise ValueError(f"vector has {len(vector)} dimensions; the index has {state.dimension}")
+            vector = self.query_vector(query, vector, state)
         if mode == "fulltext":
             scored = [(r, _score(r, mode)) for r in fetch(table.search(query, query_type="fts"), k)]
         elif mode == "vector":

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from assets.chunks.chunking import MODEL_SEQUENCE_LIMIT, Chunker, blocks, embedding_input
+from assets.chunks.chunking import MODEL_SEQUENCE_LIMIT, Chunker, blocks
 from assets.documents.parsing import PAGE_BREAK, parse_document
-from models.embedding_model import packaged_model_path
+from models.embedding_model import embedding_input, packaged_model_path
 from resources.settings import SAMPLES_DIR
 
 

@@ -11,15 +11,8 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from assets.embeddings.index import (
-    RERANK_POOL,
-    VECTOR_SEARCH_REFINE,
-    _index_types,
-    maintain_indexes,
-    nearest,
-    nearest_arrow,
-    rerank_exact,
-)
+from resources.lancedb.query import RERANK_POOL, VECTOR_SEARCH_REFINE, nearest, nearest_arrow, rerank_exact
+from resources.lancedb.sync import _index_types, maintain_indexes
 
 DIM = 384
 

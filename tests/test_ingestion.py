@@ -392,7 +392,7 @@ def test_documents_carry_access_groups_from_sidecars_and_folders(tmp_path, spark
     second = materialized(run_all(settings))
     assert second["document_chunks"]["documents_rechunked"] == 1
     db = build_resources(settings)["lancedb"].connect()
-    from assets.embeddings.index import open_active
+    from resources.lancedb.tables import open_active
 
     indexed = open_active(db, settings.embeddings_table).to_pandas()
     assert {tuple(sorted(g)) for g in indexed[indexed.path.str.startswith("hr/")].access_groups} == {
@@ -472,7 +472,7 @@ def test_a_retried_step_replaces_its_runs_record_and_an_empty_rejection_writes_n
     lakehouse = build_resources(make_settings(tmp_path / "home"))["lakehouse"]
     for run_id, landed, quarantined in [("run-1", 3, 0), ("run-1", 4, 1), ("run-2", 1, 0)]:
         record_ingestion_run(
-            spark, lakehouse, "orders", run_id, landed, landed - quarantined, quarantined, duplicates=0
+            lakehouse, "orders", run_id, landed, landed - quarantined, quarantined, duplicates=0
         )
     runs = lakehouse.read_arrow(INGESTION_RUNS_TABLE).to_pylist()
     recorded = sorted((r["run_id"], r["landed"], r["quarantined"]) for r in runs)

@@ -17,7 +17,6 @@ from conftest import make_settings, run_all
 from dagster import DagsterEventType, DagsterInstance, DefaultScheduleStatus
 from deltalake import DeltaTable
 
-from assets.embeddings.index import embeddings_schema, model_table_name, open_active
 from pipelines.definitions import build_definitions
 from pipelines.jobs import MAINTENANCE_JOB, VALIDATION_JOB
 from pipelines.maintenance import (
@@ -29,6 +28,7 @@ from pipelines.maintenance import (
 )
 from quality.checks import quality_checks
 from resources.lakehouse import read_table, table_version
+from resources.lancedb.tables import embeddings_schema, model_table_name, open_active
 from resources.settings import SAMPLES_DIR
 
 

@@ -6,10 +6,10 @@ from __future__ import annotations
 import pytest
 from conftest import materialized, run_all
 
-from assets.embeddings.index import activation_history, active_table_name, open_active, rollback
 from models.model_registry import resolve_embedder
 from quality import suites
 from resources import EmbedderResource, build_resources
+from resources.lancedb.tables import activate, activation_history, active_table_name, open_active
 from serving.search import ModelMismatchError, Searcher
 
 pytestmark = pytest.mark.slow
@@ -37,7 +37,9 @@ def test_new_model_builds_beside_switches_and_rolls_back(small_home):
         Searcher(db, settings.embeddings_table, registered)
     assert Searcher(db, settings.embeddings_table, CANDIDATE).search("return window", k=1)
 
-    assert rollback(db, settings.embeddings_table) == champion
+    # A model pinned outside the registry is switched back by re-activating the champion's table (the
+    # registry's rollback, models.promotion.rollback, moves the alias and this pointer together).
+    activate(db, settings.embeddings_table, champion)
     assert open_active(db, settings.embeddings_table).name == champion
     assert Searcher(db, settings.embeddings_table, registered).search("return window", k=1)
     assert [r["table_name"] for r in activation_history(db, settings.embeddings_table)] == [

@@ -30,12 +30,12 @@ from dagster import (
 from deltalake import write_deltalake
 from typer.testing import CliRunner
 
+from assets.retries import is_transient, retry_policy
 from pipelines.cli import app, ensure_dagster_home
 from pipelines.definitions import build_definitions
 from pipelines.failure_log import recent_failures
-from pipelines.failures import record_pipeline_failures
+from pipelines.failures import failure_sensor
 from pipelines.jobs import MAIN_JOB, main_job, maintenance_job
-from pipelines.retries import is_transient, retry_policy
 from resources.settings import PROJECT_ROOT
 
 
@@ -75,7 +75,7 @@ def test_retries_use_exponential_backoff_with_jitter_and_never_blanket_the_job()
 
 
 def test_transient_failure_is_retried_and_succeeds(tmp_path, fast_retries):
-    from pipelines.retries import transient_retries
+    from assets.retries import transient_retries
 
     attempts = tmp_path / "attempts"
 
@@ -121,7 +121,7 @@ except Exception as exc:
 again = get_spark(jars_dir=sys.argv[1], driver_memory="1g")
 assert again.sparkContext._gateway.proc.pid != jvm.pid
 print("rows after restart:", again.range(5).count())
-""".replace("from resources.spark", "from pipelines.retries import is_transient\nfrom resources.spark")
+""".replace("from resources.spark", "from assets.retries import is_transient\nfrom resources.spark")
 
 
 def test_a_dead_spark_jvm_is_replaced_so_a_retry_can_run(tmp_path):
@@ -167,7 +167,7 @@ def test_bad_data_fails_once_with_its_cause_recorded_and_shown(tmp_path, monkeyp
         dagster_instance=instance,
         dagster_run=instance.get_run_by_id(result.run_id),
     ).for_run_failure()
-    record_pipeline_failures(context)
+    failure_sensor(settings)(context)
 
     (row,) = recent_failures(settings)
     assert (row["run_id"], row["job_name"], row["step_key"]) == (result.run_id, MAIN_JOB, "chunk_embeddings")

@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 from conftest import PipelineRuns, materialized, run_all
 
-from assets.embeddings.index import open_active
 from assets.landing import is_landed_file
 from assets.quarantine import last_ingestion_runs, read_quarantine
 from resources import build_resources
 from resources.lakehouse import read_table, table_version
+from resources.lancedb.tables import open_active
 from resources.settings import SAMPLES_DIR
 from serving.champion import champion_searcher
 from serving.search import Searcher

@@ -14,7 +14,6 @@ import numpy as np
 import pytest
 from conftest import PipelineRuns, make_settings
 
-from assets.embeddings.index import activation_history, active_table_name, open_active, table_model
 from models.embedding_model import packaged_model_path
 from models.evaluation import load_gold
 from models.model_registry import (
@@ -28,6 +27,7 @@ from models.model_registry import (
 from models.promotion import promote, rollback
 from models.prompt_registry import PROMPTS_DIR, load_prompt, set_prompt_alias, sync_prompts
 from resources import EmbedderResource, Settings, build_resources
+from resources.lancedb.tables import activation_history, active_table_name, open_active, table_model
 from resources.settings import SAMPLES_DIR
 from serving.champion import champion_searcher
 

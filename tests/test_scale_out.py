@@ -9,19 +9,22 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
 import time
 import urllib.request
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pyspark
 import pytest
 
-from resources.lakehouse import read_table
+from resources.lakehouse import read_table, table_version
 from resources.settings import PROJECT_ROOT, SAMPLES_DIR, Settings
+from serving.audit import read_audit
 
 pytestmark = [pytest.mark.scale_out, pytest.mark.slow]
 DOCUMENTS = ["policies/return-policy.md", "faq/gift-cards.md"]
@@ -193,7 +196,7 @@ def test_pipeline_on_s3_object_storage(tmp_path, s3_endpoint, monkeypatch):
     import boto3
     import lancedb
 
-    from assets.embeddings.index import open_active
+    from resources.lancedb.tables import open_active
 
     s3 = boto3.client("s3", endpoint_url=s3_endpoint, region_name="us-east-1", **_boto_keys())
     s3.create_bucket(Bucket="groundwork")
@@ -227,7 +230,9 @@ def test_pipeline_on_s3_object_storage(tmp_path, s3_endpoint, monkeypatch):
     for name, value in {**locations, **S3_CREDENTIALS, "GROUNDWORK_HOME": str(home)}.items():
         monkeypatch.setenv(name, value)
     settings = Settings()
-    chunks = read_table(f"{settings.delta_uri}/document_chunks", ["chunk_id", "path"])
+    chunks = read_table(
+        f"{settings.delta_uri}/document_chunks", ["chunk_id", "path"], settings.object_store_options()
+    )
     assert set(chunks["path"].to_pylist()) == set(DOCUMENTS)
     db = lancedb.connect(settings.lancedb_uri, storage_options=settings.object_store_options())
     index = open_active(db, settings.embeddings_table)
@@ -239,6 +244,64 @@ def test_pipeline_on_s3_object_storage(tmp_path, s3_endpoint, monkeypatch):
     status = _groundwork(env, "status", "--json")
     rows = {t["name"].split(" ")[0]: t["rows"] for t in json.loads(status.stdout)["tables"]}
     assert rows["document_chunks"] == chunks.num_rows and rows["silver_customers"] > 0
+
+    # `groundwork serve` answers from the bucket's index and writes its audit log to the bucket.
+    serve_env = env | {"GROUNDWORK_AUDIT_FLUSH_SECONDS": "0.2"}
+    key = _groundwork(serve_env, "keys", "create", "--name", "s3", "--groups", "public", "--quiet")
+    with _serve(serve_env, tmp_path / "serve.log") as url:
+        response = urllib.request.urlopen(
+            urllib.request.Request(
+                f"{url}/search",
+                data=json.dumps({"query": "How many days do I have to return an item?", "k": 2}).encode(),
+                headers={"X-API-Key": key.stdout.strip(), "Content-Type": "application/json"},
+            ),
+            timeout=60,
+        )
+        found = json.loads(response.read())
+    options = settings.object_store_options()
+    gold = f"{settings.delta_uri}/document_chunks"
+    titles = {r["path"]: r["title"] for r in read_table(gold, ["path", "title"], options).to_pylist()}
+    gold_version = table_version(gold, options)
+    assert found["hits"] and found["hits"][0]["path"] == "policies/return-policy.md"
+    for cited in found["hits"]:
+        assert cited["title"] == titles[cited["path"]]
+        assert cited["delta_version"] == gold_version and cited["table_name"] == found["table_name"]
+    assert settings.audit_uri.startswith("s3a://groundwork/")
+    audit = read_audit(settings.audit_uri, options).to_pylist()
+    (record,) = [r for r in audit if r["request_id"] == found["request_id"]]
+    assert record["caller"] == "s3" and record["endpoint"] == "POST /search" and record["status"] == 200
+    assert record["chunk_ids"] == [h["chunk_id"] for h in found["hits"]]
+    audit_keys = s3.list_objects_v2(Bucket="groundwork", Prefix="delta/serving_audit/_delta_log/")
+    assert audit_keys.get("KeyCount", 0) > 0 and not (home / "delta").exists()  # in the bucket, not at home
+    assert S3_CREDENTIALS["AWS_SECRET_ACCESS_KEY"] not in (tmp_path / "serve.log").read_text()
+
+
+@contextmanager
+def _serve(env: dict[str, str], log: Path) -> Iterator[str]:
+    """`groundwork serve` on a free loopback port until the block ends, then stopped as Ctrl-C stops it
+    (uvicorn's graceful shutdown flushes the audit log)."""
+    port = _free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "pipelines.cli", "serve", "--host", "127.0.0.1", "--port", str(port)],
+        env=env,
+        cwd=PROJECT_ROOT,
+        stdout=log.open("wb"),
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        try:
+            health = json.loads(_wait_for(f"http://127.0.0.1:{port}/health", timeout=300))
+        except OSError as exc:
+            raise AssertionError(f"serve did not answer: {exc}\n{log.read_text()[-4000:]}") from None
+        assert health["status"] == "ok", health
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.send_signal(signal.SIGINT)
+        try:
+            server.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            raise
 
 
 def _boto_keys() -> dict[str, str]:

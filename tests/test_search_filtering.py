@@ -14,17 +14,17 @@ import pyarrow as pa
 import pytest
 from lancedb.index import FTS
 
-from assets.embeddings.index import (
+from resources import EmbedderResource
+from resources.lancedb.query import nearest
+from resources.lancedb.tables import (
     CITATION_COLUMN,
     CITATION_FIELDS,
     activate,
     embeddings_schema,
     model_table_name,
-    nearest,
     open_or_create,
     with_citations,
 )
-from resources import EmbedderResource
 from serving.search import Searcher, _rows, access_clause
 
 DIM = 384

@@ -28,9 +28,10 @@ from conftest import make_settings
 from prometheus_client.parser import text_string_to_metric_families
 from typer.testing import CliRunner
 
-from assets.embeddings.index import activate, active_table_name, sync_embeddings
 from models.prompt_registry import sync_prompts
 from resources import EmbedderResource, build_resources
+from resources.lancedb.sync import sync_embeddings
+from resources.lancedb.tables import activate, active_table_name
 from resources.settings import PROJECT_ROOT
 from serving.app import create_app
 from serving.audit import AuditLog, read_audit

@@ -20,10 +20,10 @@ from dagster import (
     build_sensor_context,
 )
 
-from assets.embeddings.index import open_active
 from pipelines.definitions import build_definitions
 from pipelines.worker import BATCH_JOB, DOCUMENT_ASSETS, WORKER_JOB, WORKER_TAG
 from resources import Settings
+from resources.lancedb.tables import open_active
 from resources.settings import SAMPLES_DIR, get_settings
 
 

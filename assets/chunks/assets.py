@@ -17,7 +17,7 @@ from assets.documents.assets import silver_documents
 from assets.freshness import SERVED_DATA_FRESHNESS
 from assets.metadata import column_lineage, delta_metadata
 from assets.quarantine import to_quarantine, write_quarantine
-from pipelines.retries import transient_retries
+from assets.retries import transient_retries
 from resources import EmbedderResource, LakehouseResource, SparkResource
 
 CHUNK_SCHEMA = T.StructType(

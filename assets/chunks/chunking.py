@@ -17,6 +17,7 @@ from pathlib import Path
 from tokenizers import Tokenizer
 
 from assets.documents.parsing import PAGE_BREAK
+from models.embedding_model import embedding_input
 
 MODEL_SEQUENCE_LIMIT = 256  # all-MiniLM-L6-v2's max_seq_length, [CLS] and [SEP] included
 SPECIAL_TOKENS = 2
@@ -48,12 +49,6 @@ class Block:
     headings: tuple[str, ...]
     page: int | None
     text: str
-
-
-def embedding_input(title: str, heading_path: str, text: str) -> str:
-    """What the model embeds: the chunk with its context, so a bare paragraph still says what it is about."""
-    context = " > ".join(part for part in (title, heading_path) if part)
-    return f"{context}\n{text}" if context else text
 
 
 def blocks(text: str, paged: bool) -> Iterator[Block]:

@@ -23,7 +23,7 @@ from assets.landing import (
 )
 from assets.metadata import column_lineage, delta_metadata
 from assets.quarantine import record_ingestion_run, to_quarantine, write_quarantine
-from pipelines.retries import transient_retries
+from assets.retries import transient_retries
 from resources import LakehouseResource, SparkResource
 
 DOCUMENTS = "documents"
@@ -162,19 +162,22 @@ def silver_documents(
             changed_when="NOT (s.sha256 <=> t.sha256) OR NOT (s.access_groups <=> t.access_groups)",
             txn=txn,
         )
-        quarantined = rejected.where(~F.col("reason").startswith("duplicate:")).count()
-        duplicates = rejected.count() - quarantined
-        live = latest.where(~F.col("is_deleted")).count()
+        # One aggregation per cached frame instead of a Spark job per count.
+        is_duplicate = F.col("reason").startswith("duplicate:")
+        rejects = rejected.agg(F.count("*").alias("n"), F.count_if(is_duplicate).alias("dup")).first()
+        landed = latest.agg(
+            F.count_if(~F.col("is_deleted")).alias("live"), F.count_if("is_deleted").alias("gone")
+        )
+        landed = landed.first()
         counts = record_ingestion_run(
-            session,
             lakehouse,
             DOCUMENTS,
             context.run_id,
-            landed=live,
+            landed=landed["live"],
             accepted=accepted.count(),
-            quarantined=quarantined,
-            duplicates=duplicates,
-            deleted=latest.where(F.col("is_deleted")).count(),
+            quarantined=rejects["n"] - rejects["dup"],
+            duplicates=rejects["dup"],
+            deleted=landed["gone"],
         )
         rejected.unpersist()
         latest.unpersist()

@@ -1,17 +1,13 @@
 """``chunk_embeddings``: the LanceDB table that serving searches, kept in step with the gold chunks."""
 
-from datetime import timedelta
-
 from dagster import AssetExecutionContext, MaterializeResult, MetadataValue, asset
 
 from assets.automation import DOWNSTREAM_OF_BRONZE
 from assets.chunks.assets import document_chunks
-from assets.embeddings.index import sync_embeddings
 from assets.freshness import SERVED_DATA_FRESHNESS
+from assets.retries import transient_retries
 from models.model_registry import model_info, pipeline_embedder
-from pipelines.retries import transient_retries
-from quality import suites
-from quality.checks import embedding_frame
+from models.promotion import build_model_table
 from resources import EmbedderResource, LakehouseResource, LanceDBResource, MLflowResource, QualityResource
 
 
@@ -42,36 +38,25 @@ def chunk_embeddings(
     embedder = pipeline_embedder(mlflow, template)
     registry = model_info(mlflow, embedder) if template.registry_alias else {}
     gold_version = lakehouse.version("document_chunks")
-    gold = lakehouse.read_arrow("document_chunks")
 
-    def validate_candidate(table) -> bool:
-        expectations = suites.chunk_embeddings_suite(gold.num_rows, embedder.dimension)
-        outcome = quality.validate(
-            embedding_frame(table), "chunk_embeddings_candidate", expectations, context.run_id
+    def report(table_name: str, failure) -> None:
+        context.log.error(
+            "candidate %s: %s(%s) observed %s",
+            table_name,
+            failure.expectation,
+            failure.column,
+            failure.observed_json()[:200],
         )
-        for failure in outcome.failed:
-            context.log.error(
-                "candidate %s: %s(%s) observed %s",
-                table.name,
-                failure.expectation,
-                failure.column,
-                failure.observed_json()[:200],
-            )
-        return outcome.success
 
-    result = sync_embeddings(
-        lancedb.connect(),
-        lancedb.table_name,
-        gold,
-        gold_version or 0,
-        embedder.encode,
-        lambda: embedder.dimension,  # loads the model: only when the table is new
-        embedder.model_name,
-        embedder.version,
-        vector_index_min_rows=lancedb.vector_index_min_rows,
-        keep_versions=timedelta(days=lancedb.keep_versions_days),
-        validate=validate_candidate,
+    result = build_model_table(
+        embedder,
+        lancedb,
+        lakehouse,
+        quality,
         model_info=registry,
+        run_name=context.run_id,
+        activate_new=True,
+        report=report,
     )
     context.log.info(
         "chunk_embeddings: embedded %d chunks in %.1fs on %s, deleted %d, table holds %d",

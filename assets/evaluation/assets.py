@@ -5,10 +5,10 @@ import hashlib
 from dagster import AssetExecutionContext, MaterializeResult, MetadataValue, asset
 
 from assets.embeddings.assets import chunk_embeddings
-from assets.embeddings.index import table_model
 from models.evaluation import evaluate, indexed_paths, load_gold, log_to_mlflow, searcher_function
 from models.model_registry import pipeline_embedder
 from resources import EmbedderResource, EvaluationResource, LanceDBResource, MLflowResource
+from resources.lancedb.tables import table_model
 from serving.search import Searcher
 
 

@@ -32,6 +32,7 @@ from assets.landing import (
 )
 from assets.metadata import column_lineage, delta_metadata
 from assets.quarantine import record_ingestion_run, to_quarantine, write_quarantine
+from assets.retries import transient_retries
 from assets.structured.contracts import SourceContract, load_sources
 from assets.structured.transform import (
     BRONZE_RECORD_SCHEMA,
@@ -42,7 +43,6 @@ from assets.structured.transform import (
     split_silver_records,
     unseen_files,
 )
-from pipelines.retries import transient_retries
 from resources import LakehouseResource, PrivacyResource, SparkResource
 
 INGEST_DATE = "_ingest_date"
@@ -250,17 +250,22 @@ def source_assets(contract: SourceContract) -> list[AssetsDefinition]:
             lakehouse.apply_changes(
                 session, changes, silver_name, contract.primary_key, changed_when=changed, txn=txn
             )
-            duplicate_rows = rejected.where("_duplicate").count()
+            # One aggregation per cached frame instead of a Spark job per count.
+            applied_rows = changes.agg(
+                F.count("*").alias("n"), F.count_if("_delete").alias("deleted")
+            ).first()
+            rejected_rows = rejected.agg(
+                F.count("*").alias("n"), F.count_if("_duplicate").alias("dup")
+            ).first()
             counts = record_ingestion_run(
-                session,
                 lakehouse,
                 contract.name,
                 context.run_id,
                 landed=records.count(),
-                accepted=changes.count(),
-                quarantined=rejected.count() - duplicate_rows,
-                duplicates=batch.superseded.count() + duplicate_rows,
-                deleted=changes.where("_delete").count(),
+                accepted=applied_rows["n"],
+                quarantined=rejected_rows["n"] - rejected_rows["dup"],
+                duplicates=batch.superseded.count() + rejected_rows["dup"],
+                deleted=applied_rows["deleted"],
             )
             for frame in (records, changes, rejected):
                 frame.unpersist()

@@ -1,4 +1,11 @@
-"""The LanceDB connection: the vector index that pipelines write and serving reads (no Dagster here)."""
+"""LanceDB, the chunk index that pipelines write and serving reads: the one home of its code (no Dagster).
+
+- ``LanceDBStore`` (here): where the database is and how to connect (a folder, or ``s3://`` with the
+  object-store options);
+- ``tables``: schema, model identity, citations and the active-table pointer;
+- ``sync``: embedding only what changed, deletes, index maintenance;
+- ``query``: nearest neighbours, exact re-ranking, row takes (serving builds on them).
+"""
 
 from __future__ import annotations
 

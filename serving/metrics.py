@@ -1,0 +1,64 @@
+"""What /metrics exports (Prometheus): requests, latency, cache, audit, injection flags, index version."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import CounterMetricFamily
+
+from serving.search import Searcher
+
+
+@dataclass
+class Metrics:
+    registry: CollectorRegistry = field(default_factory=CollectorRegistry)
+
+    def __post_init__(self) -> None:
+        r = self.registry
+        self.requests = Counter(
+            "groundwork_requests", "HTTP requests by endpoint and status", ["endpoint", "status"], registry=r
+        )
+        self.latency = Histogram(
+            "groundwork_request_seconds",
+            "HTTP request latency",
+            ["endpoint"],
+            buckets=(0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+            registry=r,
+        )
+        self.cache_hits = Counter("groundwork_cache_hits", "Semantic cache hits", registry=r)
+        self.cache_misses = Counter("groundwork_cache_misses", "Semantic cache misses", registry=r)
+        self.cache_hit_ratio = Gauge("groundwork_cache_hit_ratio", "Semantic cache hit rate", registry=r)
+        self.injection_flags = Counter(
+            "groundwork_injection_flagged_passages",
+            "Returned passages flagged as prompt injection",
+            registry=r,
+        )
+        self.audit_written = Gauge("groundwork_audit_records_written", "Audit records written", registry=r)
+        self.audit_dropped = Gauge("groundwork_audit_records_dropped", "Audit records dropped", registry=r)
+        self.index_version = Gauge(
+            "groundwork_index_version", "LanceDB version of the active table", registry=r
+        )
+
+    def observe(self, endpoint: str, status: int, seconds: float) -> None:
+        """One request answered."""
+        self.requests.labels(endpoint, str(status)).inc()
+        self.latency.labels(endpoint).observe(seconds)
+
+
+class FilterPlanCollector:
+    """Exports ``Searcher.filter_plans``: how often the access filter ran after the vector search, fell
+    back to a prefilter, or ran before it (a rising fallback share means the overfetch is too small)."""
+
+    def __init__(self, searcher: Callable[[], Searcher | None]):
+        self.searcher = searcher  # the service's searcher, once it has one
+
+    def collect(self):
+        family = CounterMetricFamily(
+            "groundwork_search_filter_plans", "Vector queries by how their filter ran", labels=["plan"]
+        )
+        searcher = self.searcher()
+        for plan, count in sorted(searcher.filter_plans.items() if searcher else ()):
+            family.add_metric([plan], count)
+        yield family

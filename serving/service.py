@@ -1,0 +1,237 @@
+"""What the endpoints share, built once per app: the index, keys, cache, audit log, metrics and prompt, and
+retrieval (embed, look in the cache, search within the caller's groups) and answering on top of it."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from resources.lancedb import LanceDBStore
+from resources.settings import Settings
+from serving.audit import AuditLog
+from serving.cache import CacheScope, SemanticCache
+from serving.errors import ApiError
+from serving.keys import Caller, KeyStore
+from serving.llm import call_llm, render_sources
+from serving.metrics import FilterPlanCollector, Metrics
+from serving.schemas import AnswerRequest, AnswerResponse, Citation, Limits, QueryRequest, SearchRequest
+from serving.search import (
+    GroupNotAllowedError,
+    Hit,
+    IndexState,
+    ModelMismatchError,
+    Searcher,
+    effective_groups,
+    filter_clause,
+)
+
+log = logging.getLogger("groundwork.serving")
+RAG_PROMPT = "rag_answer"
+PROMPT_TTL_SECONDS = 10.0  # how long a loaded production prompt is reused before the alias is re-read
+
+
+def citations(hits: list[Hit]) -> list[Citation]:
+    return [Citation(**h.to_dict()) for h in hits]
+
+
+@dataclass(frozen=True)
+class Retrieval:
+    """What one query found: the hits, the index state that answered, the caller's effective groups, the
+    query's vector (the cache key of an answer built on it), and whether it came from the cache."""
+
+    hits: list[Hit]
+    state: IndexState
+    groups: frozenset[str]
+    vector: np.ndarray
+    cached: bool
+
+
+class Service:
+    """Everything a request needs, built once per app from the settings, an embedder list and the
+    MLflow store (read only for the prompt and for a model the active table does not record)."""
+
+    def __init__(self, settings: Settings, embedders: list, tracking=None):
+        self.settings = settings
+        self.embedders = embedders
+        self.tracking = tracking
+        self.limits = Limits(settings.serve_max_k, settings.serve_max_query_chars)
+        self.keys = KeyStore(settings.serve_keys_file)
+        self.cache = SemanticCache(settings.serve_cache_threshold, enabled=settings.serve_cache_enabled)
+        self.audit = AuditLog(
+            settings.audit_uri,
+            flush_seconds=settings.audit_flush_seconds,
+            storage_options=settings.object_store_options(),
+        )
+        self.metrics = Metrics()
+        self.metrics.cache_hit_ratio.set_function(lambda: self.cache.hit_rate)
+        self.metrics.audit_written.set_function(lambda: self.audit.written)
+        self.metrics.audit_dropped.set_function(lambda: self.audit.dropped + self.audit.failed)
+        self.metrics.registry.register(FilterPlanCollector(lambda: self._searcher))
+        self._searcher: Searcher | None = None
+        self._lock = threading.Lock()
+        self._prompt: tuple[float, Any] | None = None
+
+    # ---- the index --------------------------------------------------------------------------------------
+
+    def searcher(self) -> Searcher:
+        """The searcher, created on first use (the index may appear after the server starts)."""
+        if self._searcher is None:
+            with self._lock:
+                if self._searcher is None:
+                    self._searcher = Searcher(
+                        LanceDBStore.from_settings(self.settings).connect(),
+                        self.settings.embeddings_table,
+                        self.embedders,
+                        refresh_seconds=self.settings.serve_refresh_seconds,
+                        resolve=self.registered_embedder,
+                    )
+        return self._searcher
+
+    def registered_embedder(self, model: dict):
+        """The embedder of the active table's ``model`` (``table_model``), so a promotion or rollback is
+        followed without a restart: from the weights the table records, else from the MLflow registry
+        (``<registered name>@<version>``); None when neither knows it."""
+        from models.model_registry import recorded_embedder, resolve_embedder
+
+        if not self.embedders:
+            return None
+        try:
+            recorded = recorded_embedder(model, self.embedders[0])
+        except LookupError as exc:  # the recorded weights are not on this machine
+            log.warning("cannot load the embedding model of %s: %s", model.get("model_id"), exc)
+            return None
+        if recorded is not None:
+            return recorded
+        name, _, version = model.get("model_id", "").rpartition("@")
+        if self.tracking is None or name != self.tracking.embedding_model:
+            return None
+        try:
+            return resolve_embedder(self.tracking, self.embedders[0], version=version)
+        except Exception as exc:  # an unknown version, or the registry unreachable: 503 says why
+            log.warning("cannot resolve embedding model %s from the registry: %s", model.get("model_id"), exc)
+            return None
+
+    def index(self) -> tuple[Searcher, IndexState]:
+        """Searcher and active-table state, or 503 when there is no index or no embedder for its model."""
+        try:
+            searcher = self.searcher()
+            state = searcher.state()
+            searcher.embedder  # noqa: B018  (raises when this server cannot embed for the table's model)
+        except (LookupError, ModelMismatchError) as exc:
+            raise ApiError(503, str(exc)) from None
+        self.metrics.index_version.set(state.version)
+        return searcher, state
+
+    def warm_up(self) -> None:
+        """Load the index and the query model before the first request (loading the model takes seconds)."""
+        try:
+            self.index()[0].embed("warm up")
+        except ApiError as exc:
+            log.warning("serving without an index for now: %s", exc.message)
+
+    # ---- retrieval and answers ------------------------------------------------------------------------
+
+    def retrieve(self, query: QueryRequest, caller: Caller, audit: dict) -> Retrieval:
+        """The top ``query.k`` chunks the caller may see (from the cache when an earlier query of the same
+        scope was close enough); what /search and /answer share. ``audit`` collects the request's record."""
+        audit.update(mode=query.mode, k=query.k, query=query.query or None)
+        searcher, state = self.index()
+        try:
+            groups = effective_groups(caller.groups, query.filters)
+            filter_clause(query.filters, state.columns)
+            vector = searcher.query_vector(
+                query.query, query.vector if isinstance(query, SearchRequest) else None, state
+            )
+        except GroupNotAllowedError as exc:
+            raise ApiError(403, str(exc)) from None
+        except ModelMismatchError as exc:
+            raise ApiError(503, str(exc)) from None
+        except ValueError as exc:  # a filter or a vector the index cannot take
+            raise ApiError(400, str(exc)) from None
+        cached = self._cached(self._scope("search", groups, query, state), vector)
+        if cached is not None:
+            hits, state = cached
+        else:
+            hits = self._search(searcher, query, groups, vector)
+            if hits:
+                state = IndexState(hits[0].table_name, hits[0].table_version, state.model_id, state.dimension)
+            self.cache.put(self._scope("search", groups, query, state), vector, (hits, state))
+        self.metrics.injection_flags.inc(sum(h.injection_suspected for h in hits))
+        audit.update(
+            chunk_ids=[h.chunk_id for h in hits], table_version=state.version, cache_hit=cached is not None
+        )
+        return Retrieval(hits, state, groups, vector, cached is not None)
+
+    def answer(self, query: AnswerRequest, found: Retrieval, request_id: str, audit: dict) -> AnswerResponse:
+        """The production prompt rendered with ``found``'s passages, and the LLM's answer if one is set up
+        (from the cache when the same scope, prompt version and LLM answered a close enough query)."""
+        s = self.settings
+        prompt = self.prompt()
+        scope = self._scope(
+            "answer", found.groups, query, found.state, [prompt.version, s.llm_base_url, s.llm_model]
+        )
+        cached = self._cached(scope, found.vector)
+        if cached is not None:
+            audit["cache_hit"] = True
+            return cached.model_copy(update={"request_id": request_id, "cached": True})
+        rendered = prompt.format(
+            organisation=s.organisation, sources=render_sources(found.hits), question=query.query
+        )
+        text = call_llm(s, rendered) if s.llm_base_url else None
+        response = AnswerResponse(
+            request_id=request_id,
+            generated=text is not None,
+            answer=text,
+            llm_model=s.llm_model or None if text is not None else None,
+            prompt_name=prompt.name,
+            prompt_version=prompt.version,
+            prompt=rendered,
+            table_name=found.state.table_name,
+            table_version=found.state.version,
+            model_id=found.state.model_id,
+            cached=False,
+            passages=citations(found.hits),
+        )
+        self.cache.put(scope, found.vector, response)
+        return response
+
+    def prompt(self):
+        """The production version of the RAG prompt, re-read from the registry every PROMPT_TTL_SECONDS."""
+        from models.prompt_registry import load_prompt
+
+        now = time.monotonic()
+        if self._prompt is None or now - self._prompt[0] > PROMPT_TTL_SECONDS:
+            try:
+                self._prompt = (now, load_prompt(self.tracking, RAG_PROMPT))
+            except LookupError as exc:
+                raise ApiError(503, str(exc)) from None
+        return self._prompt[1]
+
+    def _search(self, searcher: Searcher, query: QueryRequest, groups: frozenset[str], vector: np.ndarray):
+        try:
+            return searcher.search(
+                query.query, query.k, query.mode, query.filters, groups=groups, vector=vector
+            )
+        except ModelMismatchError as exc:
+            raise ApiError(503, str(exc)) from None
+        except GroupNotAllowedError as exc:
+            raise ApiError(403, str(exc)) from None
+        except ValueError as exc:
+            raise ApiError(400, str(exc)) from None
+
+    def _cached(self, scope: CacheScope, vector: np.ndarray) -> Any | None:
+        found = self.cache.get(scope, vector)
+        (self.metrics.cache_misses if found is None else self.metrics.cache_hits).inc()
+        return found
+
+    @staticmethod
+    def _scope(
+        operation: str, groups: frozenset[str], query: QueryRequest, state: IndexState, extra: Any = None
+    ) -> CacheScope:
+        index = (state.table_name, state.version)
+        return CacheScope.of(operation, groups, query.mode, query.k, query.filters, index, extra=extra)
