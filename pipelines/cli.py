@@ -411,8 +411,7 @@ def serve(
     )
 
 
-# ---- end of serving block ------------------------------------------------------------------------------
-# ---- MLflow: retrieval evaluation, the embedding model registry, prompts (issue 6) ----------------
+# ---- MLflow: retrieval evaluation, the embedding model registry, prompts ----------------------------
 
 models_app = typer.Typer(help="The embedding model in the MLflow registry: list, promote, roll back.")
 prompts_app = typer.Typer(help="Prompt templates in the MLflow prompt registry.")
@@ -619,9 +618,6 @@ def prompts_sync() -> None:
     for info in sync_prompts(MLflowStore.from_settings(get_settings())):
         state = "new version" if info.changed else "unchanged"
         console.print(f"{info.name}: v{info.version} ({state}), {info.alias} → v{info.version}")
-
-
-# ---- end of the MLflow block ---------------------------------------------------------------------
 
 
 if __name__ == "__main__":
