@@ -98,7 +98,10 @@ def write_quarantine(
     table = quarantine_table(layer)
     if rows.isEmpty():
         return lakehouse.version(table) or 0
-    return lakehouse.merge(spark, rows, table, QUARANTINE_KEYS, changed_when="false", txn=txn)
+    from pyspark.sql import functions as F
+
+    inserts = rows.withColumn("_delete", F.lit(False))
+    return lakehouse.apply_changes(spark, inserts, table, QUARANTINE_KEYS, changed_when="false", txn=txn)
 
 
 def record_ingestion_run(

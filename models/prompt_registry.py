@@ -68,10 +68,15 @@ def _latest(client, name: str):
     return max(items, key=lambda v: int(v.version)) if items else None
 
 
+def template_files(folder: Path = PROMPTS_DIR) -> list[Path]:
+    """The prompt templates: one ``<name>.txt`` per prompt."""
+    return sorted(Path(folder).glob("*.txt"))
+
+
 def sync_prompts(tracking: MLflowStore, folder: Path = PROMPTS_DIR) -> list[PromptInfo]:
     """Register each ``*.txt`` in ``folder`` whose text changed (a new version only on change) and
     point ``production`` at it; an unchanged file keeps its version and its current alias."""
-    files = sorted(Path(folder).glob("*.txt"))
+    files = template_files(folder)
     if not files:
         raise FileNotFoundError(f"no prompt templates (*.txt) in {folder}")
     mlflow = tracking.configure()

@@ -6,6 +6,8 @@ memory (``GROUNDWORK_QUALITY_PANDAS_MAX_ROWS``) is read with delta-rs and valida
 expectations, without a Spark job per expectation; a larger one is validated in Spark.
 """
 
+import hashlib
+import json
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -49,14 +51,49 @@ RESULTS_SCHEMA = pa.schema(
         pa.field("table_name", pa.string()),
         pa.field("table_version", pa.int64()),
         pa.field("validated_at", pa.timestamp("us", tz="UTC")),
+        # The suite's expectations with their arguments (``suite_fingerprint``).
+        pa.field("suite_sha256", pa.string()),
     ]
 )
 Frame = pd.DataFrame | DataFrame
 Loader = Callable[[Spark, Lakehouse, LanceDBResource, Quality], tuple[Frame, list]]
 
 
+def suite_fingerprint(expectations: list) -> str:
+    """The suite's expectations with their arguments: one whose argument depends on the time (freshness
+    against now) differs on every run, so only a suite that cannot change its verdict is reused."""
+    configs = [e.configuration.to_json_dict() for e in expectations]
+    return hashlib.sha256(json.dumps(configs, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def passed_before(
+    lakehouse: Lakehouse, table: str, version: int | None, fingerprint: str, expectations: int
+) -> str | None:
+    """The run in which this table version passed this very suite, if any (its verdict cannot differ)."""
+    if version is None or not lakehouse.exists(RESULTS_TABLE):
+        return None
+    if "suite_sha256" not in lakehouse.schema(RESULTS_TABLE).fieldNames():
+        return None  # recorded before suites were fingerprinted
+    where = (
+        (pc.field("table_name") == table)
+        & (pc.field("table_version") == version)
+        & (pc.field("suite_sha256") == fingerprint)
+    )
+    rows = lakehouse.read_arrow(RESULTS_TABLE, ["run_id", "success"], where).to_pylist()
+    runs: dict[str, list[bool]] = {}
+    for row in rows:
+        runs.setdefault(row["run_id"], []).append(row["success"])
+    passed = [run for run, results in runs.items() if len(results) == expectations and all(results)]
+    return passed[-1] if passed else None
+
+
 def persist_results(
-    lakehouse: Lakehouse, outcome: SuiteOutcome, table: str, version: int | None, run_id: str
+    lakehouse: Lakehouse,
+    outcome: SuiteOutcome,
+    table: str,
+    version: int | None,
+    run_id: str,
+    fingerprint: str | None = None,
 ) -> bool:
     """One small append with delta-rs (milliseconds; a Spark write costs seconds on small data).
 
@@ -77,6 +114,7 @@ def persist_results(
             "table_name": table,
             "table_version": version,
             "validated_at": now,
+            "suite_sha256": fingerprint,
         }
         for o in outcome.outcomes
     ]
@@ -85,6 +123,7 @@ def persist_results(
         path,
         pa.Table.from_pylist(rows, schema=RESULTS_SCHEMA),
         mode="append",
+        schema_mode="merge",  # a table recorded before a column was added gains it
         storage_options=storage_options_for(path, lakehouse.storage_options),
     )
     return True
@@ -138,8 +177,22 @@ def make_check(table: str, loader: Loader, engine: str = "delta") -> AssetChecks
     ) -> AssetCheckResult:
         data, expectations = loader(spark, lakehouse, lancedb, quality)
         version = lakehouse.version(table) if engine == "delta" else _lancedb_version(lancedb)
+        fingerprint = suite_fingerprint(expectations)
+        earlier = passed_before(lakehouse, table, version, fingerprint, len(expectations))
+        if earlier is not None:  # this table version passed these very expectations: the same result
+            return AssetCheckResult(
+                passed=True,
+                severity=AssetCheckSeverity.ERROR,
+                metadata={
+                    "expectations": len(expectations),
+                    "failed": [],
+                    f"{engine}_version": version,
+                    "validated_with": f"the same table version and suite in run {earlier}",
+                    "results_table": MetadataValue.path(lakehouse.table_path(RESULTS_TABLE)),
+                },
+            )
         outcome = quality.validate(data, table, expectations, run_name=context.run.run_id, docs=False)
-        if persist_results(lakehouse, outcome, table, version, context.run.run_id):
+        if persist_results(lakehouse, outcome, table, version, context.run.run_id, fingerprint):
             quality.update_docs(outcome)  # an outcome already recorded has its page already
         metadata = {
             "expectations": len(outcome.outcomes),

@@ -162,42 +162,6 @@ class Lakehouse(BaseModel):
             .drop("_commit_timestamp")
         )
 
-    def merge(
-        self,
-        spark: SparkSession,
-        df: DataFrame,
-        name: str,
-        keys: Sequence[str],
-        changed_when: str | None = None,
-        delete_missing: bool = False,
-        properties: dict[str, str] | None = None,
-        txn: tuple[str, int] | None = None,
-    ) -> int:
-        """Upsert ``df`` into the table by ``keys`` with Delta MERGE; returns the table's version.
-
-        ``changed_when`` is a SQL condition over ``s`` (source) and ``t`` (target) that limits updates
-        to rows that really changed, so a re-run with the same input rewrites nothing.
-        ``delete_missing`` removes target rows absent from ``df`` (``df`` is then the whole truth).
-        ``txn`` = (app id, version) makes the MERGE idempotent, as for ``append``.
-        """
-        from delta.tables import DeltaTable
-
-        path = self.table_path(name)
-        if self.version(name) is None:
-            return self.append(df, name, properties, txn)
-        merge = (
-            DeltaTable.forPath(spark, path)
-            .alias("t")
-            .merge(df.alias("s"), key_condition(keys))
-            .whenMatchedUpdateAll(condition=changed_when)
-            .whenNotMatchedInsertAll()
-        )
-        if delete_missing:
-            merge = merge.whenNotMatchedBySourceDelete()
-        with idempotent_dml(spark, txn):
-            merge.execute()
-        return self.version(name) or 0
-
     def apply_changes(
         self,
         spark: SparkSession,

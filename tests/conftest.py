@@ -30,6 +30,28 @@ from resources import Settings, build_resources
 from resources.settings import SAMPLES_DIR
 from resources.spark import get_spark
 
+# Slowest files first: with one file per worker at a time (pytest-xdist's --dist loadfile), the last long
+# file to start sets the suite's wall time (durations from `make test PYTEST_ARGS=--durations=25`).
+SLOWEST_FIRST = [
+    "test_pipeline.py",
+    "test_ingestion.py",
+    "test_ingestion_recovery.py",
+    "test_ingestion_documents.py",
+    "test_scale_out.py",
+    "test_ui_browser.py",
+    "test_maintenance.py",
+    "test_registry.py",
+    "test_quality.py",
+    "test_model_change.py",
+    "test_cli.py",
+    "test_worker.py",
+]
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    rank = {name: i for i, name in enumerate(SLOWEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: the rest keep their order
+
 
 def pytest_configure(config) -> None:
     # Registered here (not in pyproject.toml) so the marker ships with the tests that use it.

@@ -4,29 +4,20 @@ a reason, counts that reconcile, schema drift, tombstones, access groups, backfi
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
-import time
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from conftest import make_settings, materialized, run_all
-from pyspark.sql import functions as F
-from pyspark.sql import types as T
 
-from assets.documents.transform import BRONZE_DOCUMENTS_SCHEMA
 from assets.landing import stream_landed_files
 from assets.quarantine import last_ingestion_runs, read_quarantine
-from assets.structured.assets import current_ingest_day, ingest_new_files
+from assets.structured.assets import current_ingest_day
 from assets.structured.contracts import load_sources
 from resources import build_resources
 from resources.lakehouse import read_table, table_version
-from resources.settings import PROJECT_ROOT, SAMPLES_DIR
 from resources.spark import get_spark
 
 pytestmark = pytest.mark.slow
@@ -276,180 +267,6 @@ def test_a_replayed_stream_batch_is_not_written_twice(tmp_path, spark):
     bronze = read_table(lakehouse.table_path("bronze_customers")).to_pandas()
     assert sorted(bronze._source_file) == [f"part-{i}.csv" for i in range(4)]
     assert len(bronze) == 4, "the replayed batch was skipped by its Delta transaction id"
-
-
-def test_killed_run_rerun_has_no_duplicates_and_loses_nothing(tmp_path, spark):
-    """SIGKILL a real `groundwork run` mid-stream, run again: every file exactly once."""
-    settings = make_settings(tmp_path / "home")
-    land = Path(settings.landing_uri) / "customers"
-    files = 40
-    for i in range(files):
-        _write(
-            land / f"part-{i:03d}.csv",
-            f"{CUSTOMER_HEADER}\n{_customer(f'C{6000 + i}', f'Name {i}')}\n",
-        )
-    env = {
-        **os.environ,
-        "GROUNDWORK_HOME": str(settings.home),
-        "GROUNDWORK_SPARK_MASTER": "local[2]",
-        "GROUNDWORK_STREAM_MAX_FILES_PER_BATCH": "2",
-        "PYTHONPATH": str(PROJECT_ROOT),
-    }
-    command = [sys.executable, "-m", "pipelines.cli", "run", "-s", "bronze_customers"]
-    proc = subprocess.Popen(
-        command,
-        env=env,
-        cwd=PROJECT_ROOT,
-        start_new_session=True,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    bronze = f"{settings.delta_uri}/bronze_customers"
-    deadline = time.monotonic() + 400
-    try:
-        while time.monotonic() < deadline and (table_version(bronze) or 0) < 3:
-            assert proc.poll() is None, "the run finished before it could be killed"
-            time.sleep(0.2)
-    finally:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
-    partial = read_table(bronze).num_rows
-    assert 0 < partial < files, f"killed mid-way ({partial} of {files} files)"
-    rerun = subprocess.run(command, env=env, cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=600)
-    assert rerun.returncode == 0, rerun.stdout[-2000:] + rerun.stderr[-2000:]
-    rows = read_table(bronze).to_pandas()
-    assert len(rows) == files and rows._source_file.is_unique
-
-
-def test_a_past_ingest_day_is_rebuilt_from_its_files_by_a_backfill(tmp_path, spark):
-    """Yesterday's delivery had a bad row; the corrected file is re-landed; a backfill of that day (the
-    `dagster asset materialize --partition-range` CLI) replaces its records without duplicates."""
-    settings = make_settings(tmp_path / "home")
-    land = Path(settings.landing_uri) / "customers"
-    yesterday = (datetime.now(UTC) - timedelta(days=1)).strftime("%Y-%m-%d")
-    bad = _write(
-        land / "delivery.csv",
-        f"{CUSTOMER_HEADER}\n{GOOD_CUSTOMERS[0]}\n{_customer('C7001', 'Fixed Later', signup='bad-date')}\n",
-    )
-    lakehouse = build_resources(settings)["lakehouse"]
-    contract = next(c for c in load_sources(settings.sources_file) if c.name == "customers")
-    ingest_new_files(spark, lakehouse, contract, "yesterday-run", yesterday)  # as yesterday's run did
-    bad.write_text(f"{CUSTOMER_HEADER}\n{GOOD_CUSTOMERS[0]}\n{_customer('C7001', 'Fixed Later')}\n")
-    env = {
-        **os.environ,
-        "GROUNDWORK_HOME": str(settings.home),
-        "GROUNDWORK_SPARK_MASTER": "local[2]",
-        "PYTHONPATH": str(PROJECT_ROOT),
-        "DAGSTER_HOME": str(tmp_path / "dagster"),
-    }
-    (tmp_path / "dagster").mkdir()
-    out = subprocess.run(
-        [
-            str(Path(sys.executable).parent / "dagster"),
-            "asset",
-            "materialize",
-            "-m",
-            "pipelines.definitions",
-            "--select",
-            "bronze_customers",
-            "--partition-range",
-            f"{yesterday}...{yesterday}",
-        ],
-        env=env,
-        cwd=PROJECT_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert out.returncode == 0, out.stderr[-3000:]
-    assert _run(settings).success  # today's run: nothing new lands; silver applies the rebuilt day
-    bronze = read_table(lakehouse.table_path("bronze_customers")).to_pandas()
-    assert len(bronze) == 2 and set(bronze._run_id) != {"yesterday-run"}
-    assert {str(d) for d in bronze._ingest_date} == {yesterday}
-    silver = read_table(lakehouse.table_path("silver_customers")).to_pandas()
-    assert sorted(silver.customer_id) == ["C1000", "C7001"]
-
-
-def test_documents_carry_access_groups_from_sidecars_and_folders(tmp_path, spark):
-    settings = make_settings(tmp_path / "home")
-    docs = Path(settings.documents_landing)
-    for relative in ["policies/return-policy.md", "hr/parental-leave.md", "faq/gift-cards.md"]:
-        _write(docs / relative, (SAMPLES_DIR / "documents" / relative).read_bytes())
-    _write(docs / "hr/_access.json", '{"groups": ["hr"]}')
-    _write(docs / "faq/gift-cards.md.access.json", '{"groups": ["sales", "support"]}')
-    first = materialized(run_all(settings))
-    gold = read_table(f"{settings.delta_uri}/document_chunks").to_pandas()
-    groups = {p: sorted(g) for p, g in zip(gold.path, gold.access_groups, strict=True)}
-    assert groups == {
-        "policies/return-policy.md": ["public"],
-        "hr/parental-leave.md": ["hr"],
-        "faq/gift-cards.md": ["sales", "support"],
-    }
-    assert first["bronze_documents"]["files_added"] == 3  # rule files are not documents
-    # An access change alone re-indexes that document; a broken rule quarantines, never publishes.
-    _write(docs / "hr/_access.json", '{"groups": ["hr", "managers"]}')
-    _write(docs / "faq/gift-cards.md.access.json", "{not json")
-    second = materialized(run_all(settings))
-    assert second["document_chunks"]["documents_rechunked"] == 1
-    db = build_resources(settings)["lancedb"].connect()
-    from resources.lancedb.tables import open_active
-
-    indexed = open_active(db, settings.embeddings_table).to_pandas()
-    assert {tuple(sorted(g)) for g in indexed[indexed.path.str.startswith("hr/")].access_groups} == {
-        ("hr", "managers")
-    }
-    assert "faq/gift-cards.md" not in set(indexed.path)
-    reasons = _reasons(settings, "documents")
-    assert reasons["faq/gift-cards.md"][0].startswith("unreadable access rule faq/gift-cards.md.access.json")
-
-
-def test_documents_in_any_encoding_flow_downstream_through_the_change_data_feed(small_home, spark):
-    settings = small_home
-    lakehouse = build_resources(settings)["lakehouse"]
-    # A bronze table from before the encoding column: the first append must merge the column in.
-    before_encoding = T.StructType([f for f in BRONZE_DOCUMENTS_SCHEMA.fields if f.name != "encoding"])
-    lakehouse.append(
-        spark.createDataFrame([], before_encoding).withColumns(
-            {"ingested_at": F.current_timestamp(), "run_id": F.lit("")}
-        ),
-        "bronze_documents",
-    )
-    german = "Die Kühlkette gilt für alle Lieferungen über 30 kg; Rückfragen an die Qualitätsprüfung."
-    french = "# Délai\n\nLivrée à l'étranger en trois à cinq jours."
-    quotes = "\u201cDon\u2019t\u201d \u2014 rated to \u201310 \u00b0C"
-    odd = {  # path: (bytes, the encoding bronze records)
-        "notes/kühlkette.txt": (german.encode("latin-1"), "cp1252"),
-        "notes/expédition.md": (french.encode("latin-1"), "cp1252"),
-        "notes/quotes.txt": (quotes.encode("cp1252"), "cp1252"),
-        "notes/grüße.md": ("\ufeff# Grüße\n\nAus Zürich.".encode("utf-16-le"), "utf-16-le"),
-        "notes/scan.txt": (b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR" + bytes(range(256)) * 8, None),
-    }
-    for relative, (content, _) in odd.items():
-        _write(Path(settings.documents_landing) / relative, content)
-    silver_run = materialized(run_all(settings))["silver_documents"]
-    assert (silver_run["documents_accepted"], silver_run["documents_quarantined"]) == (7, 1)
-    bronze = read_table(f"{settings.delta_uri}/bronze_documents", ["path", "encoding"]).to_pylist()
-    assert {r["path"]: r["encoding"] for r in bronze} == {p: e for p, (_, e) in odd.items()} | dict.fromkeys(
-        ["policies/return-policy.md", "policies/shipping-policy.md", "faq/gift-cards.md"], "utf-8"
-    )
-    silver = read_table(f"{settings.delta_uri}/silver_documents", ["path", "text"]).to_pylist()
-    texts = {r["path"]: r["text"] for r in silver}
-    assert (texts["notes/kühlkette.txt"], texts["notes/quotes.txt"]) == (german, quotes)
-    assert (texts["notes/expédition.md"], texts["notes/grüße.md"]) == (french, "# Grüße\n\nAus Zürich.")
-    reasons = _reasons(settings, "documents")
-    assert reasons == {"notes/scan.txt": ["binary content: not text in any known encoding"]}
-    silver_version = table_version(f"{settings.delta_uri}/silver_documents")
-    gold_version = table_version(f"{settings.delta_uri}/document_chunks")
-    idle = materialized(run_all(settings))
-    assert table_version(f"{settings.delta_uri}/silver_documents") == silver_version
-    assert table_version(f"{settings.delta_uri}/document_chunks") == gold_version
-    assert idle["document_chunks"]["documents_rechunked"] == 0
-    path = Path(settings.documents_landing) / "policies/shipping-policy.md"
-    path.write_text(path.read_text() + "\n\nNew: free shipping on orders over $20 during December.\n")
-    changed = materialized(run_all(settings))
-    assert changed["bronze_documents"]["files_added"] == 1  # rewritten in place, seen by the listing
-    assert changed["document_chunks"]["documents_rechunked"] == 1
-    assert 0 < changed["chunk_embeddings"]["chunks_embedded"] <= changed["document_chunks"]["chunks_written"]
 
 
 def test_stream_hands_each_file_over_once(tmp_path, spark):

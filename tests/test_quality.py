@@ -130,3 +130,36 @@ def test_a_bad_batch_blocks_the_embedding_and_the_index_keeps_its_version(small_
         ("silver_documents", "expect_column_values_to_be_unique", "path"),
         ("silver_documents", "expect_column_values_to_be_unique", "sha256"),
     }
+
+
+def test_a_check_reuses_only_a_passing_verdict_on_the_same_version_and_suite(tmp_path):
+    """The verdict of a deterministic suite on one table version cannot change: it is reused; a failed one,
+    another version, or a suite whose arguments moved (freshness against now) is validated again."""
+    from quality.checks import passed_before, persist_results, suite_fingerprint
+    from quality.validation import ExpectationOutcome, SuiteOutcome
+    from resources.lakehouse import Lakehouse
+
+    contract = next(s for s in load_sources(DEFAULT_SOURCES_FILE) if s.name == "transactions")
+    contract = contract.model_copy(update={"freshness_days": 30})
+    monday = suites.silver_source_suite(contract, {}, now=datetime(2024, 6, 3, tzinfo=UTC))
+    tuesday = suites.silver_source_suite(contract, {}, now=datetime(2024, 6, 4, tzinfo=UTC))
+    assert suite_fingerprint(monday) == suite_fingerprint(
+        suites.silver_source_suite(contract, {}, now=datetime(2024, 6, 3, tzinfo=UTC))
+    )
+    assert suite_fingerprint(monday) != suite_fingerprint(tuesday)
+
+    lakehouse = Lakehouse(landing_uri=str(tmp_path), delta_uri=str(tmp_path / "delta"), checkpoint_uri="")
+    fingerprint = suite_fingerprint(monday)
+
+    def outcome(*successes: bool) -> SuiteOutcome:
+        results = [ExpectationOutcome(f"e{i}", "c", ok, None) for i, ok in enumerate(successes)]
+        return SuiteOutcome("silver_transactions", all(successes), results)
+
+    assert passed_before(lakehouse, "silver_transactions", 3, fingerprint, 2) is None  # nothing recorded
+    persist_results(lakehouse, outcome(True, False), "silver_transactions", 3, "run-a", fingerprint)
+    assert passed_before(lakehouse, "silver_transactions", 3, fingerprint, 2) is None  # it failed
+    persist_results(lakehouse, outcome(True, True), "silver_transactions", 4, "run-b", fingerprint)
+    assert passed_before(lakehouse, "silver_transactions", 4, fingerprint, 2) == "run-b"
+    assert passed_before(lakehouse, "silver_transactions", 5, fingerprint, 2) is None  # a new version
+    assert passed_before(lakehouse, "silver_transactions", 4, suite_fingerprint(tuesday), 2) is None
+    assert passed_before(lakehouse, "silver_customers", 4, fingerprint, 2) is None

@@ -15,8 +15,8 @@ from assets.chunks.chunking import Chunker
 from assets.chunks.redaction import redact
 from assets.documents.assets import silver_documents
 from assets.freshness import SERVED_DATA_FRESHNESS
+from assets.incremental import pending_increment, quarantine_rejected
 from assets.metadata import column_lineage, delta_metadata
-from assets.quarantine import to_quarantine, write_quarantine
 from assets.retries import transient_retries
 from resources import EmbedderResource, LakehouseResource, SparkResource
 
@@ -109,7 +109,6 @@ def chunk_documents(documents: DataFrame, model_path: str, max_tokens: int, over
 
 
 GOLD = "document_chunks"
-GOLD_APP_ID = f"{GOLD}<-silver_documents"
 
 
 @asset(
@@ -132,13 +131,11 @@ def document_chunks(
     Feed, and one idempotent MERGE replaces their chunks (the silver version applied is kept in the
     gold table's Delta log). A document that yields no text goes to ``quarantine_gold``.
     """
-    silver_version = lakehouse.version("silver_documents")
-    applied = lakehouse.transaction_version(GOLD, GOLD_APP_ID)
     stats = {"documents_rechunked": 0, "chunks_written": 0, "chunks_removed": 0, "max_token_count": 0}
     pii: list = []
-    if applied is None or applied < silver_version:
-        session = spark.session()
-        changes = lakehouse.changes(session, "silver_documents", applied)
+    increment = pending_increment(spark, lakehouse, "silver_documents", GOLD)
+    if increment is not None:
+        session, changes = increment.session, increment.changes
         touched = changes.select("document_id").distinct()
         current = changes.where(F.col("_change_type").isin("insert", "update_postimage")).dropDuplicates(
             ["document_id"]
@@ -149,7 +146,10 @@ def document_chunks(
         chunks = chunk_documents(
             current, embedder.path, embedder.chunk_max_tokens, embedder.chunk_overlap_tokens
         ).withColumns(
-            {"silver_version": F.lit(silver_version).cast("long"), "chunked_at": F.current_timestamp()}
+            {
+                "silver_version": F.lit(increment.upstream_version).cast("long"),
+                "chunked_at": F.current_timestamp(),
+            }
         )
         chunks = chunks.cache()
         stale = (
@@ -158,16 +158,18 @@ def document_chunks(
             else chunks.limit(0)
         )
         stale = stale.join(chunks.select("chunk_id"), "chunk_id", "left_anti").cache()
-        txn = (GOLD_APP_ID, silver_version)
         empty = current.join(chunks.select("document_id"), "document_id", "left_anti").withColumns(
             {"reason": F.lit("no text to index after parsing"), "run_id": F.lit(context.run_id)}
         )
-        write_quarantine(
-            session,
+        quarantine_rejected(
+            increment,
             lakehouse,
-            "gold",
-            to_quarantine(empty, "documents", F.col("path"), F.lit(None), F.col("sha256"), F.col("text")),
-            txn,
+            {"gold": empty},
+            "documents",
+            F.col("path"),
+            F.lit(None),
+            F.col("sha256"),
+            F.col("text"),
         )
         lakehouse.apply_changes(
             session,
@@ -177,7 +179,7 @@ def document_chunks(
             GOLD,
             ["chunk_id"],
             changed_when="NOT (s.content_hash <=> t.content_hash)",
-            txn=txn,
+            txn=increment.txn,
         )
         pii = (
             chunks.select("document_id", F.explode("document_pii").alias("kind", "n"))
@@ -207,7 +209,7 @@ def document_chunks(
             None,
             **{"dagster/column_lineage": CHUNK_LINEAGE},
             documents=documents,
-            silver_version=silver_version,
+            silver_version=lakehouse.version("silver_documents"),
             **stats,
             pii_redacted=sum(r["n"] for r in pii),
             **{f"pii_redacted_{r['kind'].lower()}": r["n"] for r in pii},

@@ -12,6 +12,7 @@ from assets.documents.transform import (
     reconcile_landing,
     split_silver_documents,
 )
+from assets.incremental import pending_increment, quarantine_rejected
 from assets.landing import (
     already_ingested,
     landing_state,
@@ -22,13 +23,12 @@ from assets.landing import (
     stream_landed_files,
 )
 from assets.metadata import column_lineage, delta_metadata
-from assets.quarantine import record_ingestion_run, to_quarantine, write_quarantine
+from assets.quarantine import record_ingestion_run
 from assets.retries import transient_retries
 from resources import LakehouseResource, SparkResource
 
 DOCUMENTS = "documents"
 BRONZE, SILVER = "bronze_documents", "silver_documents"
-SILVER_APP_ID = f"{SILVER}<-{BRONZE}"
 SILVER_DOCUMENTS_LINEAGE = column_lineage(
     {column: [(BRONZE, column)] for column in SILVER_FROM_BRONZE} | {"ingested_at": [(BRONZE, "ingested_at")]}
 )
@@ -122,12 +122,11 @@ def silver_documents(
     one idempotent MERGE; the bronze version it has applied is stored in silver's Delta log, so a
     re-run after a crash neither skips nor repeats a change.
     """
-    bronze_version = lakehouse.version(BRONZE)
-    applied = lakehouse.transaction_version(SILVER, SILVER_APP_ID)
     counts = {"landed": 0, "accepted": 0, "quarantined": 0, "duplicates": 0, "deleted": 0}
-    if applied is None or applied < bronze_version:
-        session = spark.session()
-        changes = lakehouse.changes(session, BRONZE, applied).where("_change_type = 'insert'")
+    increment = pending_increment(spark, lakehouse, BRONZE, SILVER)
+    if increment is not None:
+        session = increment.session
+        changes = increment.changes.where("_change_type = 'insert'")
         latest = latest_bronze(changes.drop("_change_type", "_commit_version")).cache()
         live_silver = (
             lakehouse.read(session, SILVER)
@@ -135,20 +134,22 @@ def silver_documents(
             else latest.limit(0).select(*SILVER_FROM_BRONZE)
         )
         accepted, rejected, removed = split_silver_documents(latest, live_silver)
-        accepted = accepted.withColumn("bronze_version", F.lit(bronze_version).cast("long")).cache()
+        version = F.lit(increment.upstream_version).cast("long")
+        accepted = accepted.withColumn("bronze_version", version).cache()
         rejected = rejected.cache()
-        txn = (SILVER_APP_ID, bronze_version)
-        for layer, rows in (
-            ("bronze", rejected.where(F.col("parse_error").isNotNull())),
-            ("silver", rejected.where(F.col("parse_error").isNull())),
-        ):
-            write_quarantine(
-                session,
-                lakehouse,
-                layer,
-                to_quarantine(rows, DOCUMENTS, F.col("path"), F.lit(None), F.col("sha256"), F.col("text")),
-                txn,
-            )
+        quarantine_rejected(
+            increment,
+            lakehouse,
+            {
+                "bronze": rejected.where(F.col("parse_error").isNotNull()),
+                "silver": rejected.where(F.col("parse_error").isNull()),
+            },
+            DOCUMENTS,
+            F.col("path"),
+            F.lit(None),
+            F.col("sha256"),
+            F.col("text"),
+        )
         upserts = accepted.withColumn("_delete", F.lit(False))
         deletes = removed.join(accepted.select("document_id"), "document_id", "left_anti")
         deletes = deletes.select(
@@ -160,7 +161,7 @@ def silver_documents(
             SILVER,
             ["document_id"],
             changed_when="NOT (s.sha256 <=> t.sha256) OR NOT (s.access_groups <=> t.access_groups)",
-            txn=txn,
+            txn=increment.txn,
         )
         # One aggregation per cached frame instead of a Spark job per count.
         is_duplicate = F.col("reason").startswith("duplicate:")
@@ -188,6 +189,6 @@ def silver_documents(
             None,
             **{"dagster/column_lineage": SILVER_DOCUMENTS_LINEAGE},
             **{f"documents_{k}": v for k, v in counts.items()},
-            bronze_version=bronze_version,
+            bronze_version=lakehouse.version(BRONZE),
         )
     )

@@ -22,6 +22,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from assets.automation import DOWNSTREAM_OF_BRONZE
+from assets.incremental import pending_increment, quarantine_rejected
 from assets.landing import (
     already_ingested,
     landing_state,
@@ -31,7 +32,7 @@ from assets.landing import (
     stream_landed_files,
 )
 from assets.metadata import column_lineage, delta_metadata
-from assets.quarantine import record_ingestion_run, to_quarantine, write_quarantine
+from assets.quarantine import record_ingestion_run
 from assets.retries import transient_retries
 from assets.structured.contracts import SourceContract, load_sources
 from assets.structured.transform import (
@@ -121,7 +122,6 @@ def rebuild_ingest_day(
 
 def source_assets(contract: SourceContract) -> list[AssetsDefinition]:
     bronze_name, silver_name = f"bronze_{contract.name}", f"silver_{contract.name}"
-    silver_app_id = f"{silver_name}<-{bronze_name}"
 
     @asset(
         name=bronze_name,
@@ -204,18 +204,15 @@ def source_assets(contract: SourceContract) -> list[AssetsDefinition]:
     ) -> MaterializeResult:
         """Applies only the bronze records added since its last run (Change Data Feed), in one
         idempotent MERGE that also stores the bronze version applied in silver's Delta log."""
-        bronze_version = lakehouse.version(bronze_name)
-        applied = lakehouse.transaction_version(silver_name, silver_app_id)
         counts = {"landed": 0, "accepted": 0, "quarantined": 0, "duplicates": 0, "deleted": 0}
-        if applied is None or applied < bronze_version:
-            session = spark.session()
+        increment = pending_increment(spark, lakehouse, bronze_name, silver_name)
+        if increment is not None:
+            session = increment.session
             referenced = {
                 r.source: lakehouse.read(session, f"silver_{r.source}") for r in contract.references
             }
-            records = (
-                lakehouse.changes(session, bronze_name, applied)
-                .where("_change_type = 'insert'")
-                .drop("_change_type", "_commit_version")
+            records = increment.changes.where("_change_type = 'insert'").drop(
+                "_change_type", "_commit_version"
             )
             drift = drift_columns(records, contract)
             records = records.withColumns({f"_drift_{c}": F.col("record").getItem(c) for c in drift}).cache()
@@ -227,28 +224,28 @@ def source_assets(contract: SourceContract) -> list[AssetsDefinition]:
                 duplicates=duplicate_files(records, lakehouse.read(session, bronze_name)),
             )
             changes = protect_pii(batch.changes, contract, privacy.key())
-            changes = changes.withColumn("_bronze_version", F.lit(bronze_version).cast("long")).cache()
+            version = F.lit(increment.upstream_version).cast("long")
+            changes = changes.withColumn("_bronze_version", version).cache()
             rejected = batch.rejected.withColumn("run_id", F.lit(context.run_id)).cache()
-            txn = (silver_app_id, bronze_version)
             key = F.concat_ws(
                 ":", F.col("_source_file"), F.coalesce(F.col("_line").cast("string"), F.lit(""))
             )
-            for layer, rows in (
-                ("bronze", rejected.where(F.col("_error").isNotNull())),
-                ("silver", rejected.where(F.col("_error").isNull())),
-            ):
-                write_quarantine(
-                    session,
-                    lakehouse,
-                    layer,
-                    to_quarantine(
-                        rows, contract.name, F.col("_source_file"), F.col("_line"), key, F.col("_raw")
-                    ),
-                    txn,
-                )
+            quarantine_rejected(
+                increment,
+                lakehouse,
+                {
+                    "bronze": rejected.where(F.col("_error").isNotNull()),
+                    "silver": rejected.where(F.col("_error").isNull()),
+                },
+                contract.name,
+                F.col("_source_file"),
+                F.col("_line"),
+                key,
+                F.col("_raw"),
+            )
             changed = " OR ".join(f"NOT (s.`{c}` <=> t.`{c}`)" for c in [*contract.column_names, *drift])
             lakehouse.apply_changes(
-                session, changes, silver_name, contract.primary_key, changed_when=changed, txn=txn
+                session, changes, silver_name, contract.primary_key, changed_when=changed, txn=increment.txn
             )
             # One aggregation per cached frame instead of a Spark job per count.
             applied_rows = changes.agg(
@@ -280,7 +277,7 @@ def source_assets(contract: SourceContract) -> list[AssetsDefinition]:
                     for ref in contract.references
                 },
                 **{f"records_{k}": v for k, v in counts.items()},
-                bronze_version=bronze_version,
+                bronze_version=lakehouse.version(bronze_name),
             )
         )
 

@@ -1,0 +1,58 @@
+"""The shape every incremental MERGE asset shares: apply only what upstream wrote since the last run.
+
+``silver_<source>``, ``silver_documents`` and ``document_chunks`` each read the upstream rows written
+after the version they last applied (Change Data Feed), quarantine what they reject and MERGE the rest;
+every write of the run carries the transaction id (target <- upstream, upstream version), so a re-run
+after a crash neither skips nor repeats a change, and the applied version is kept in the target's Delta
+log. With nothing new, no Spark session starts.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from assets.quarantine import to_quarantine, write_quarantine
+from resources.lakehouse import Lakehouse
+from resources.spark import Spark
+
+if TYPE_CHECKING:
+    from pyspark.sql import Column, DataFrame, SparkSession
+
+
+@dataclass(frozen=True)
+class Increment:
+    """What one run of an incremental asset applies."""
+
+    session: SparkSession
+    changes: DataFrame  # upstream rows written after the last applied version, with ``_change_type``
+    upstream_version: int
+    txn: tuple[str, int]  # (``<target><-<upstream>``, upstream version): every write of the run is idempotent
+
+
+def pending_increment(spark: Spark, lakehouse: Lakehouse, upstream: str, target: str) -> Increment | None:
+    """The upstream changes ``target`` has not applied yet, or None when it is up to date."""
+    app_id = f"{target}<-{upstream}"
+    upstream_version = lakehouse.version(upstream)
+    applied = lakehouse.transaction_version(target, app_id)
+    if upstream_version is None or (applied is not None and applied >= upstream_version):
+        return None
+    session = spark.session()
+    changes = lakehouse.changes(session, upstream, applied)
+    return Increment(session, changes, upstream_version, (app_id, upstream_version))
+
+
+def quarantine_rejected(
+    increment: Increment,
+    lakehouse: Lakehouse,
+    by_layer: dict[str, DataFrame],
+    source: str,
+    source_file: Column,
+    line: Column,
+    record_key: Column,
+    raw: Column,
+) -> None:
+    """Record each layer's rejected rows (which carry ``reason`` and ``run_id``) once, with the run's txn."""
+    for layer, rows in by_layer.items():
+        shaped = to_quarantine(rows, source, source_file, line, record_key, raw)
+        write_quarantine(increment.session, lakehouse, layer, shaped, increment.txn)
