@@ -55,4 +55,4 @@ def quarantine_rejected(
     """Record each layer's rejected rows (which carry ``reason`` and ``run_id``) once, with the run's txn."""
     for layer, rows in by_layer.items():
         shaped = to_quarantine(rows, source, source_file, line, record_key, raw)
-        write_quarantine(increment.session, lakehouse, layer, shaped, increment.txn)
+        write_quarantine(lakehouse, layer, shaped, increment.txn)

@@ -2,23 +2,25 @@
 backoff and jitter; bad data or a bug fails at once, with its cause, because retrying cannot fix it.
 
 ``@transient_retries`` on an asset, check or op classifies its errors: transient → ``RetryRequested``
-with the delay of ``retry_policy()`` (``Backoff.EXPONENTIAL``, ``Jitter.PLUS_MINUS``), anything else →
-``Failure(allow_retries=False)`` carrying the error type and message. ``ENGINE_RETRY_POLICY`` is the same
-policy for ops (a ``Failure(allow_retries=False)`` bypasses it). It is deliberately not set job-wide:
-Dagster's policy retries every exception, so a missing class or a bad row would be retried too.
+with the delay of the ``retries`` resource's policy (``Backoff.EXPONENTIAL``, ``Jitter.PLUS_MINUS``),
+anything else → ``Failure(allow_retries=False)`` carrying the error type and message. The decorated
+function gains a ``retries: RetriesResource`` parameter, so Dagster hands every such step the policy
+built from the settings (``resources/retries.py``). No policy is set job-wide: Dagster's policy retries
+every exception, so a missing class or a bad row would be retried too.
 """
 
 from __future__ import annotations
 
 import functools
+import inspect
 import socket
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from dagster import Backoff, Failure, Jitter, RetryPolicy, RetryRequested
+from dagster import Failure, RetryRequested
 from dagster._core.errors import DagsterError
 
-from resources.settings import Settings, get_settings
+from resources.definitions import RetriesResource
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -48,19 +50,6 @@ TRANSIENT_MARKERS = (
     "concurrentdeletereadexception",
     "py4jnetworkerror",  # the JVM gateway went away
 )
-
-
-def retry_policy(settings: Settings | None = None) -> RetryPolicy:
-    s = settings or get_settings()
-    return RetryPolicy(
-        max_retries=s.retry_max_retries,
-        delay=s.retry_delay_seconds,
-        backoff=Backoff.EXPONENTIAL,
-        jitter=Jitter.PLUS_MINUS,
-    )
-
-
-ENGINE_RETRY_POLICY = retry_policy()
 
 
 def _chain(exc: BaseException) -> list[BaseException]:
@@ -94,17 +83,21 @@ def describe(exc: BaseException) -> str:
 
 
 def transient_retries(fn: F) -> F:
-    """Classify the errors of a Dagster compute function (its first argument is the context)."""
+    """Classify the errors of a Dagster compute function (its first argument is the context); the policy
+    comes from the ``retries`` resource, which the wrapped function's signature asks Dagster for."""
+    signature = inspect.signature(fn)
+    if "retries" in signature.parameters:
+        raise TypeError(f"{fn.__name__}: @transient_retries adds the `retries` parameter itself")
 
     @functools.wraps(fn)
-    def wrapper(context, *args, **kwargs):
+    def wrapper(context, *args, retries: RetriesResource, **kwargs):
         try:
             return fn(context, *args, **kwargs)
         except (RetryRequested, Failure, DagsterError):
             raise
         except Exception as exc:
             if is_transient(exc):
-                policy = retry_policy()
+                policy = retries.policy()
                 wait = max(0.0, policy.calculate_delay(context.retry_number + 1))
                 context.log.warning(
                     "transient failure (attempt %d of %d), retrying in %.1fs: %s",
@@ -120,4 +113,8 @@ def transient_retries(fn: F) -> F:
                 allow_retries=False,
             ) from exc
 
+    resource = inspect.Parameter(
+        "retries", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=RetriesResource
+    )
+    wrapper.__signature__ = signature.replace(parameters=[*signature.parameters.values(), resource])
     return wrapper  # type: ignore[return-value]

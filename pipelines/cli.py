@@ -99,9 +99,11 @@ def library_output_to(log_file: Path) -> Iterator[TextIO]:
             os.close(fd)
 
 
-def _prestart_spark(settings: Settings) -> None:
-    """Start the JVM in the background while Dagster loads, when some landing zone changed since its last
-    ingest (a run with nothing new needs no Spark at all). Steps that need Spark get this session."""
+def _prestart_engines(settings: Settings) -> None:
+    """When some landing zone changed since its last ingest (a run with nothing new needs neither), start
+    the JVM in the background while Dagster loads, then import torch and sentence-transformers
+    (seconds of imports) while the first steps wait on Spark, instead of inside the embedding step. Steps
+    that need Spark get this session."""
 
     def start() -> None:
         from assets.landing import landing_changed
@@ -110,16 +112,17 @@ def _prestart_spark(settings: Settings) -> None:
         sources = ["documents", *(c.name for c in load_sources(settings.sources_file))]
         if landing_changed(settings, sources):
             Spark.from_settings(settings).session()
+            import sentence_transformers  # noqa: F401
 
     from assets.structured.contracts import load_sources
 
-    threading.Thread(target=start, name="spark-prestart", daemon=True).start()
+    threading.Thread(target=start, name="engines-prestart", daemon=True).start()
 
 
 def _run_pipeline(
     settings: Settings, selection: list[str] | None, ingest_day: str | None, run_id: str, console: Console
 ) -> bool:
-    _prestart_spark(settings)
+    _prestart_engines(settings)
     from dagster import AssetKey, DagsterEventType, DagsterInstance
 
     from assets.structured.assets import current_ingest_day
@@ -166,7 +169,7 @@ def _run_pipeline(
                 DagsterEventType.STEP_FAILURE,
             }
             while worker.is_alive():
-                worker.join(0.5)
+                worker.join(1.0)
                 # Only the step events since the last poll: re-reading the whole log every half second
                 # took seconds of CPU from the run itself on two cores.
                 page = instance.get_records_for_run(run_id, cursor=cursor, of_type=step_events)

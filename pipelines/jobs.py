@@ -10,7 +10,7 @@ from datetime import timedelta
 
 from dagster import AssetSelection, OpExecutionContext, define_asset_job, job, op
 
-from assets.retries import ENGINE_RETRY_POLICY, transient_retries
+from assets.retries import transient_retries
 from pipelines.maintenance import maintain_delta, maintain_lancedb
 from resources import LakehouseResource, LanceDBResource, SparkResource
 
@@ -35,7 +35,7 @@ validation_job = define_asset_job(
 )
 
 
-@op(retry_policy=ENGINE_RETRY_POLICY)
+@op
 @transient_retries
 def optimize_and_vacuum_delta(
     context: OpExecutionContext, spark: SparkResource, lakehouse: LakehouseResource
@@ -56,7 +56,7 @@ def optimize_and_vacuum_delta(
     return len(results)
 
 
-@op(retry_policy=ENGINE_RETRY_POLICY)
+@op
 @transient_retries
 def compact_and_clean_lancedb(context: OpExecutionContext, lancedb: LanceDBResource):
     """Compaction, index refresh, cleanup of versions older than GROUNDWORK_LANCEDB_KEEP_VERSIONS_DAYS."""

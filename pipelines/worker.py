@@ -28,13 +28,15 @@ from dagster import (
 from assets.landing import landing_fingerprint, list_landing
 from pipelines.failure_log import record_failures
 from pipelines.failures import failure_rows
+from resources.definitions import RESOURCE_CLASSES
 from resources.settings import Settings
 
 WORKER_JOB = "documents_worker"
 BATCH_JOB = "documents_batch"
 WORKER_TAG = "groundwork/documents_worker"
 DOCUMENT_ASSETS = ["bronze_documents", "silver_documents", "document_chunks", "chunk_embeddings"]
-RESOURCE_KEYS = {"spark", "lakehouse", "lancedb", "embedder", "quality", "privacy", "mlflow", "evaluation"}
+# Every resource the document assets and their checks may ask for (the worker hands on its own).
+RESOURCE_KEYS = set(RESOURCE_CLASSES)
 # The worker outlives no deployment: Dagster's code server keeps serving a run it launched until the run
 # ends, so a worker left running when `dagster dev` stops would poll on, unseen, for ever.
 DAEMON_GONE_SECONDS = 120.0

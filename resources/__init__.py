@@ -1,9 +1,10 @@
 """Resources: the only code that knows an engine's address, a path or a credential.
 
 The settings pick each resource's address; asset code never branches on the environment. Each engine's
-plain code is in its own module (``spark``, ``lakehouse``, ``vectorstore``, ``embedder``, ``tracking``,
-...) and imports no Dagster; ``resources.definitions`` makes them Dagster resources. The names below are
-loaded on first use, so ``import resources.settings`` (every CLI command) costs no Dagster import.
+plain code is in its own module (``spark``, ``lakehouse``, ``lancedb``, ``embedder``, ``tracking``,
+``retries``, ...) and imports no Dagster; ``resources.definitions`` makes them Dagster resources. The
+names below are loaded on first use, so ``import resources.settings`` (every CLI command) costs no
+Dagster import.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ _DAGSTER_NAMES = [
     "MLflowResource",
     "PrivacyResource",
     "QualityResource",
+    "RetriesResource",
     "SparkResource",
     "build_resources",
 ]

@@ -17,6 +17,7 @@ from resources.lakehouse import Lakehouse
 from resources.lancedb import LanceDBStore
 from resources.privacy import Privacy
 from resources.quality import Quality
+from resources.retries import Retries
 from resources.settings import Settings, env_var
 from resources.spark import Spark
 from resources.tracking import MLflowStore
@@ -62,6 +63,10 @@ class EvaluationResource(ConfigurableResource, Evaluation):
     """The retrieval gold set and the promotion gate."""
 
 
+class RetriesResource(ConfigurableResource, Retries):
+    """How often, and after what backoff, a step retries a transient engine failure."""
+
+
 RESOURCE_CLASSES: dict[str, type] = {
     "spark": SparkResource,
     "lakehouse": LakehouseResource,
@@ -71,6 +76,7 @@ RESOURCE_CLASSES: dict[str, type] = {
     "privacy": PrivacyResource,
     "mlflow": MLflowResource,
     "evaluation": EvaluationResource,
+    "retries": RetriesResource,
 }
 
 

@@ -1,7 +1,9 @@
 """Where the Delta tables and landing zones live, and the one way to read and write them.
 
-Writes go through Spark (the pipelines' engine). Quick reads of metadata and small tables (the CLI,
-serving, tests) use delta-rs through the ``deltalake`` package, which needs no JVM.
+Writes of pipeline data go through Spark (the pipelines' engine). Quick reads of metadata and small
+tables (the CLI, serving, tests) and small bookkeeping writes (quarantined rows, check results, run
+reconciliations) use delta-rs through the ``deltalake`` package, which needs no JVM: a Spark MERGE costs
+seconds on local Spark however few its rows.
 """
 
 from __future__ import annotations
@@ -109,6 +111,39 @@ class Lakehouse(BaseModel):
             return open_delta(self.table_path(name), self.storage_options).transaction_version(app_id)
         except TableNotFoundError:
             return None
+
+    def insert_new(self, name: str, rows: pa.Table, keys: Sequence[str], txn: tuple[str, int]) -> int:
+        """Insert the ``rows`` whose ``keys`` the table does not hold yet, with delta-rs; returns the version.
+
+        For small batches already in Arrow. ``txn`` = (app id, version) makes the write idempotent, as
+        Spark's writes are: a writer that already committed that version writes nothing again. The table
+        is created (with Change Data Feed, like the Spark-created ones) on the first write.
+        """
+        from deltalake import CommitProperties, Transaction, write_deltalake
+
+        path = self.table_path(name)
+        applied = self.transaction_version(name, txn[0])
+        if (applied is not None and applied >= txn[1]) or rows.num_rows == 0:
+            return self.version(name) or 0
+        commit = CommitProperties(app_transactions=[Transaction(txn[0], txn[1])])
+        if self.version(name) is None:
+            write_deltalake(
+                path,
+                rows,
+                mode="append",
+                configuration=CHANGE_DATA_FEED,
+                storage_options=storage_options_for(path, self.storage_options),
+                commit_properties=commit,
+            )
+        else:
+            on = " AND ".join(f"(t.{k} IS NOT DISTINCT FROM s.{k})" for k in keys)
+            (
+                open_delta(path, self.storage_options)
+                .merge(rows, on, source_alias="s", target_alias="t", commit_properties=commit)
+                .when_not_matched_insert_all()
+                .execute()
+            )
+        return self.version(name) or 0
 
     def append(
         self,

@@ -27,7 +27,7 @@ from pipelines.cli import seed_landing
 from pipelines.definitions import all_assets
 from quality.checks import quality_checks
 from resources import Settings, build_resources
-from resources.settings import SAMPLES_DIR
+from resources.settings import PROJECT_ROOT, SAMPLES_DIR
 from resources.spark import get_spark
 
 # Slowest files first: with one file per worker at a time (pytest-xdist's --dist loadfile), the last long
@@ -111,7 +111,8 @@ def sample_pipeline(tmp_path_factory, worker_id, request) -> PipelineRuns:
 
     Built once per test session: under pytest-xdist the first worker to need it builds it in the folder
     the workers share, under a file lock, and the others read it (tests only read this home; one that
-    changes a home copies it first).
+    changes a home copies it first). Both runs are recorded in a Dagster instance in the home (as
+    `groundwork run` records them), so the UI test serves them.
     """
     shared = tmp_path_factory.getbasetemp()
     if worker_id != "master":
@@ -122,10 +123,13 @@ def sample_pipeline(tmp_path_factory, worker_id, request) -> PipelineRuns:
         if not result.exists():
             request.getfixturevalue("spark")  # this worker's session, shared with its other tests
             seed_landing(settings)
-            first = run_all(settings)
-            assert first.success
-            second = run_all(settings)
-            assert second.success
+            settings.dagster_home.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(PROJECT_ROOT / "dagster.yaml", settings.dagster_home / "dagster.yaml")
+            with DagsterInstance.from_config(str(settings.dagster_home)) as instance:
+                first = run_all(settings, instance)
+                assert first.success
+                second = run_all(settings, instance)
+                assert second.success
             result.write_bytes(pickle.dumps((materialized(first), materialized(second))))
     first_meta, second_meta = pickle.loads(result.read_bytes())
     return PipelineRuns(settings, first_meta, second_meta)

@@ -4,7 +4,7 @@ a reason, counts that reconcile, schema drift, tombstones, access groups, backfi
 from __future__ import annotations
 
 import json
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pyarrow as pa
@@ -283,7 +283,7 @@ def test_stream_hands_each_file_over_once(tmp_path, spark):
     assert sorted(seen) == ["a b.txt", "c.txt", "sub/ü.md"]
 
 
-def test_a_retried_step_replaces_its_runs_record_and_an_empty_rejection_writes_nothing(spark, tmp_path):
+def test_a_retried_step_replaces_its_runs_record_and_quarantine_writes_are_idempotent(spark, tmp_path):
     from assets.quarantine import INGESTION_RUNS_TABLE, record_ingestion_run, write_quarantine
 
     lakehouse = build_resources(make_settings(tmp_path / "home"))["lakehouse"]
@@ -295,6 +295,22 @@ def test_a_retried_step_replaces_its_runs_record_and_an_empty_rejection_writes_n
     recorded = sorted((r["run_id"], r["landed"], r["quarantined"]) for r in runs)
     assert recorded == [("run-1", 4, 1), ("run-2", 1, 0)], "the retry of run-1 replaced its first record"
 
-    nothing = spark.createDataFrame([], "source string, reason string")
-    assert write_quarantine(spark, lakehouse, "silver", nothing, ("app", 1)) == 0
+    shape = (
+        "source string, source_file string, line long, record_key string, raw string, reason string, "
+        "run_id string, quarantined_at timestamp"
+    )
+    nothing = spark.createDataFrame([], shape)
+    assert write_quarantine(lakehouse, "silver", nothing, ("app", 1)) == 0
     assert not lakehouse.exists("quarantine_silver"), "no rejected rows, no commit"
+
+    now = datetime.now(UTC)
+    row = ("orders", "a.csv", 3, "a.csv:3", "x,y", "bad date", "run-1", now)
+    first = write_quarantine(lakehouse, "silver", spark.createDataFrame([row], shape), ("app", 1))
+    replay = write_quarantine(lakehouse, "silver", spark.createDataFrame([row], shape), ("app", 1))
+    assert replay == first, "a replayed batch (same transaction) commits nothing"
+    again = [(*row[:-2], "run-2", now), ("orders", "a.csv", 4, "a.csv:4", "z", "bad date", "run-2", now)]
+    write_quarantine(lakehouse, "silver", spark.createDataFrame(again, shape), ("app", 2))
+    held = lakehouse.read_arrow("quarantine_silver").to_pylist()
+    held = sorted((r["record_key"], r["run_id"]) for r in held)
+    assert held == [("a.csv:3", "run-1"), ("a.csv:4", "run-2")], "a rejection seen again is not added twice"
+    assert lakehouse.transaction_version("quarantine_silver", "app") == 2

@@ -30,12 +30,13 @@ from dagster import (
 from deltalake import write_deltalake
 from typer.testing import CliRunner
 
-from assets.retries import is_transient, retry_policy
+from assets.retries import is_transient
 from pipelines.cli import app, ensure_dagster_home
 from pipelines.definitions import build_definitions
 from pipelines.failure_log import recent_failures
 from pipelines.failures import failure_sensor
 from pipelines.jobs import MAIN_JOB, main_job, maintenance_job
+from resources import RetriesResource
 from resources.settings import PROJECT_ROOT
 
 
@@ -67,8 +68,13 @@ def test_transient_errors_are_told_apart_from_bad_data(error, transient):
 
 def test_retries_use_exponential_backoff_with_jitter_and_never_blanket_the_job():
     for op in maintenance_job.graph.node_defs:
-        assert op.retry_policy.backoff == Backoff.EXPONENTIAL and op.retry_policy.jitter == Jitter.PLUS_MINUS
-    policy = retry_policy(make_settings(Path("/tmp/unused"), retry_delay_seconds=2.0))
+        assert "retries" in op.required_resource_keys, f"{op.name} gets its retry policy from the settings"
+    graph = build_definitions(make_settings(Path("/tmp/unused"))).resolve_job_def(MAIN_JOB).asset_layer
+    for key in (AssetKey("silver_customers"), AssetKey("chunk_embeddings")):
+        assert "retries" in graph.get(key).assets_def.required_resource_keys
+    settings = make_settings(Path("/tmp/unused"), retry_delay_seconds=2.0)
+    policy = RetriesResource.from_settings(settings).policy()
+    assert policy.backoff == Backoff.EXPONENTIAL and policy.jitter == Jitter.PLUS_MINUS
     delays = [policy.calculate_delay(n) for n in (1, 2, 3)]
     assert 0 <= delays[0] <= 4 and 4 <= delays[1] <= 8 and 12 <= delays[2] <= 16  # (2^n - 1) * 2 s ± 2 s
     assert main_job.op_retry_policy is None  # a job-wide policy would retry bad data too
@@ -90,7 +96,8 @@ def test_transient_failure_is_retried_and_succeeds(tmp_path, fast_retries):
 
     instance = DagsterInstance.ephemeral()
     started = time.perf_counter()
-    result = materialize([flaky_source], instance=instance)
+    fast = RetriesResource(delay_seconds=0.2)
+    result = materialize([flaky_source], instance=instance, resources={"retries": fast})
     assert result.success
     assert attempts.read_text() == "2"
     assert len(_events(instance, result.run_id, DagsterEventType.STEP_UP_FOR_RETRY)) == 1

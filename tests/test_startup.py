@@ -124,3 +124,20 @@ def test_serve_imports_neither_dagster_nor_spark(sample_pipeline: PipelineRuns):
         _, stderr = server.communicate(timeout=60)
     imported = _imported(stderr)
     assert not imported & {"dagster", "pyspark", "great_expectations"}, imported
+
+
+def test_spark_python_workers_import_no_orchestration():
+    """The functions Spark ships to its Python workers (parsers, the chunker) live in plain modules: a
+    worker that imported an asset module would import Dagster, about 3 s per worker on two cores."""
+    modules = ["assets.chunks.transform", "assets.documents.transform", "assets.structured.transform"]
+    probe = (
+        f"import json, sys\nfor m in {modules!r}: __import__(m)\n"
+        "print(json.dumps(sorted({n.split('.')[0] for n in sys.modules})))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", probe], env=_env(Path("/nonexistent")), capture_output=True, text=True
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    imported = set(json.loads(out.stdout))
+    assert "pyspark" in imported, "the probe imported the transforms"
+    assert not imported & {"dagster", "mlflow", "great_expectations", "torch"}, imported

@@ -1,8 +1,8 @@
 """The Dagster UI in a real browser: Debian's headless Chromium, driven by Playwright.
 
-A few sample documents go through `groundwork run` (so runs and asset-check results are recorded in a
-Dagster instance), `dagster-webserver` serves that instance on loopback, and the browser checks that the
-asset graph shows the assets and that the blocking Great Expectations check shows as passed.
+The shared sample pipeline records its runs and asset-check results in a Dagster instance in its home;
+`dagster-webserver` serves that instance on loopback, and the browser checks that the asset graph shows
+the assets and that the blocking Great Expectations check shows as passed.
 
 The asset graph's screenshot is written to the test's tmp folder; with GROUNDWORK_UPDATE_SCREENSHOTS=1
 it also replaces docs/asset-graph.png (the one the README shows).
@@ -16,15 +16,17 @@ import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from conftest import PipelineRuns
 from playwright.sync_api import Page, expect, sync_playwright
 
-from resources.settings import PROJECT_ROOT, SAMPLES_DIR
+from resources.settings import PROJECT_ROOT
 
 pytestmark = pytest.mark.slow
 BIN = Path(sys.executable).parent
@@ -57,25 +59,17 @@ def chromium() -> Path:
 
 
 @pytest.fixture(scope="module")
-def dagster_ui(tmp_path_factory, chromium) -> Iterator[str]:
-    """Base URL of a dagster-webserver whose instance holds one `groundwork run` over three documents."""
-    home = tmp_path_factory.mktemp("ui-home")
-    for relative in DOCUMENTS:
-        target = home / "landing" / "documents" / relative
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(SAMPLES_DIR / "documents" / relative, target)
-    (home / "dagster").mkdir()
-    shutil.copyfile(PROJECT_ROOT / "dagster.yaml", home / "dagster" / "dagster.yaml")
+def dagster_ui(sample_pipeline: PipelineRuns, chromium) -> Iterator[str]:
+    """Base URL of a dagster-webserver serving the instance that recorded the sample pipeline's runs."""
+    settings = sample_pipeline.settings
     env = {
         **os.environ,
-        "GROUNDWORK_HOME": str(home),
+        "GROUNDWORK_HOME": str(settings.home),
         "GROUNDWORK_SPARK_MASTER": "local[2]",
-        "DAGSTER_HOME": str(home / "dagster"),
+        "DAGSTER_HOME": str(settings.dagster_home),
     }
     port = _free_port()
-    log = home / "webserver.log"
-    # The webserver starts (and loads the code location) while the pipeline runs: they share only the
-    # instance's SQLite storage, and the UI reads it when the page asks.
+    log = Path(tempfile.mkdtemp(prefix="ui-")) / "webserver.log"
     with log.open("wb") as out:
         server = subprocess.Popen(
             [BIN / "dagster-webserver", "-w", "workspace.yaml", "-h", "127.0.0.1", "-p", str(port)],
@@ -85,15 +79,6 @@ def dagster_ui(tmp_path_factory, chromium) -> Iterator[str]:
             stderr=subprocess.STDOUT,
         )
     try:
-        run = subprocess.run(
-            [BIN / "groundwork", "run"],
-            cwd=PROJECT_ROOT,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=300,
-        )
-        assert run.returncode == 0, f"groundwork run failed:\n{run.stdout[-4000:]}\n{run.stderr[-4000:]}"
         base = f"http://127.0.0.1:{port}"
         deadline = time.monotonic() + 120
         while True:

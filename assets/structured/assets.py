@@ -266,6 +266,7 @@ def source_assets(contract: SourceContract) -> list[AssetsDefinition]:
             )
             for frame in (records, changes, rejected):
                 frame.unpersist()
+            batch.unpersist()
         return MaterializeResult(
             metadata=delta_metadata(
                 lakehouse,

@@ -406,6 +406,10 @@ class SilverBatch:
     changes: DataFrame  # rows for one MERGE: upserts, and ``_delete`` for tombstones
     rejected: DataFrame  # rows with a ``reason`` (``_duplicate`` marks a duplicate file's rows)
     superseded: DataFrame  # valid rows beaten by a later version of their key (in the batch or silver)
+    typed: DataFrame  # every record typed and checked, cached: the three frames above read it
+
+    def unpersist(self) -> None:
+        self.typed.unpersist()
 
 
 def split_silver_records(
@@ -433,6 +437,8 @@ def split_silver_records(
         )
     else:
         typed = typed.withColumn("_duplicate", F.lit(False))
+    # Typing, reference and duplicate checks run once for the MERGE, the quarantine and the counts.
+    typed = typed.cache()
     valid = typed.where(F.col("reason").isNull())
     rejected = typed.where(F.col("reason").isNotNull())
     order = [F.col(contract.event_time).desc_nulls_last()] if contract.event_time else []
@@ -460,4 +466,4 @@ def split_silver_records(
         F.col("_ingested_at").alias("_bronze_ingested_at"),
         F.col("_tombstone").alias("_delete"),
     )
-    return SilverBatch(changes, rejected, superseded)
+    return SilverBatch(changes, rejected, superseded, typed)
