@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import UTC
 
 import pandas as pd
@@ -36,20 +36,18 @@ LANDED_SCHEMA = T.StructType(
 )
 
 
-def filesystem(root: str) -> tuple[pafs.FileSystem, str]:
+def filesystem(root: str, storage_options: Mapping[str, str] | None = None) -> tuple[pafs.FileSystem, str]:
+    """The filesystem holding ``root`` and the path in it. ``storage_options`` are the Lakehouse's
+    (``Settings.object_store_options()``: region and endpoint, never keys; credentials come from AWS's
+    standard chain). Spark's Python workers get them inside the parsing function, like any closure value.
+    """
     if "://" not in root:
         return pafs.LocalFileSystem(), root
     if root.startswith(("s3://", "s3a://")):
-        # Reads the settings itself rather than being given them: this runs in Spark's
-        # Python workers too (``read_bytes`` in the parsing UDF), which get no objects from the driver, so
-        # the endpoint and region come from the settings of the worker's own environment; credentials
-        # from AWS's standard chain.
-        from resources.settings import get_settings
-
-        settings = get_settings()
-        endpoint = settings.s3_endpoint_url
+        options = storage_options or {}
+        endpoint = options.get("aws_endpoint", "")
         fs = pafs.S3FileSystem(
-            region=settings.s3_region,
+            region=options.get("aws_region") or None,
             endpoint_override=endpoint.split("://", 1)[-1] if endpoint else None,
             scheme=endpoint.split("://", 1)[0] if endpoint else "https",
         )
@@ -71,9 +69,9 @@ def file_time(epoch_ms: int) -> pd.Timestamp:
     return pd.Timestamp(int(epoch_ms), unit="ms", tz=UTC).tz_convert(None)
 
 
-def list_landing(root: str) -> pd.DataFrame:
+def list_landing(root: str, storage_options: Mapping[str, str] | None = None) -> pd.DataFrame:
     """Every data file under ``root`` (recursively): uri, path relative to ``root``, size, modified time."""
-    fs, base = filesystem(root)
+    fs, base = filesystem(root, storage_options)
     base = base.rstrip("/")
     rows = []
     info = fs.get_file_info(base)
@@ -90,8 +88,8 @@ def list_landing(root: str) -> pd.DataFrame:
     return frame.astype({"size_bytes": "int64", "modified_at": "datetime64[us]"})
 
 
-def read_bytes(uri: str) -> bytes:
-    fs, path = filesystem(uri)
+def read_bytes(uri: str, storage_options: Mapping[str, str] | None = None) -> bytes:
+    fs, path = filesystem(uri, storage_options)
     with fs.open_input_stream(path) as stream:
         return stream.read()
 
@@ -105,6 +103,7 @@ def stream_landed_files(
     checkpoint: str,
     handle: Callable[[pd.DataFrame, int], None],
     max_files_per_batch: int = 1000,
+    storage_options: Mapping[str, str] | None = None,
 ) -> int:
     """Hand every file landed under ``root`` since the last call to ``handle(files, batch_id)``, once.
 
@@ -129,7 +128,7 @@ def stream_landed_files(
         handle(files.astype({"size_bytes": "int64", "modified_at": "datetime64[us]"}), batch_id)
         batches.append(batch_id)
 
-    fs, base = filesystem(root)
+    fs, base = filesystem(root, storage_options)
     fs.create_dir(base, recursive=True)
     query = (
         spark.readStream.format("binaryFile")
@@ -149,13 +148,13 @@ def stream_landed_files(
     return len(batches)
 
 
-def stream_app_id(checkpoint: str) -> str:
+def stream_app_id(checkpoint: str, storage_options: Mapping[str, str] | None = None) -> str:
     """An idempotent-writer id unique to this checkpoint: Spark stores the query id in its metadata.
 
     Keyed by the checkpoint's own id, so a deleted and recreated checkpoint (batch ids restart at 0)
     is a new writer and its batches are not mistaken for ones already committed.
     """
-    fs, path = filesystem(f"{checkpoint.rstrip('/')}/metadata")
+    fs, path = filesystem(f"{checkpoint.rstrip('/')}/metadata", storage_options)
     with fs.open_input_stream(path) as stream:
         return f"stream-{json.loads(stream.read().decode().splitlines()[0])['id']}"
 
@@ -172,12 +171,14 @@ class AccessRuleError(ValueError):
     """An access-rule file that cannot be read: its documents are quarantined, never made public."""
 
 
-def load_access_rules(root: str) -> dict[str, list[str] | str]:
+def load_access_rules(
+    root: str, storage_options: Mapping[str, str] | None = None
+) -> dict[str, list[str] | str]:
     """Every access-rule file under ``root``: the path it governs → its groups (or the error text).
 
     Keys are a document path for a sidecar and ``folder/`` (``""`` for the root) for a folder rule.
     """
-    fs, base = filesystem(root)
+    fs, base = filesystem(root, storage_options)
     base = base.rstrip("/")
     rules: dict[str, list[str] | str] = {}
     if fs.get_file_info(base).type != pafs.FileType.Directory:
@@ -230,10 +231,11 @@ def landing_fingerprint(listing: pd.DataFrame) -> str:
     return digest.hexdigest()
 
 
-def landing_state(root: str) -> str:
+def landing_state(root: str, storage_options: Mapping[str, str] | None = None) -> str:
     """The landing zone's fingerprint with its access rules (a rule change re-ingests its documents)."""
-    rules = json.dumps(load_access_rules(root), sort_keys=True)
-    return landing_fingerprint(list_landing(root)) + hashlib.sha256(rules.encode()).hexdigest()
+    rules = json.dumps(load_access_rules(root, storage_options), sort_keys=True)
+    listing = list_landing(root, storage_options)
+    return landing_fingerprint(listing) + hashlib.sha256(rules.encode()).hexdigest()
 
 
 def landing_changed(settings: Settings, sources: list[str]) -> bool:
@@ -241,7 +243,9 @@ def landing_changed(settings: Settings, sources: list[str]) -> bool:
     lakehouse = Lakehouse.from_settings(settings)
     return any(
         not already_ingested(
-            lakehouse.checkpoint_path(f"bronze_{source}"), landing_state(lakehouse.landing_path(source))
+            lakehouse.checkpoint_path(f"bronze_{source}"),
+            landing_state(lakehouse.landing_path(source), lakehouse.storage_options),
+            lakehouse.storage_options,
         )
         for source in sources
     )
@@ -251,20 +255,22 @@ def _ingested_marker(checkpoint: str) -> str:
     return f"{checkpoint.rstrip('/')}.ingested.json"
 
 
-def already_ingested(checkpoint: str, state: str) -> bool:
+def already_ingested(checkpoint: str, state: str, storage_options: Mapping[str, str] | None = None) -> bool:
     """Whether the last complete ingest through ``checkpoint`` saw exactly this landing ``state``: then
     a run has nothing to read and needs no Spark job at all. A new or recreated checkpoint never is."""
     try:
-        fs, path = filesystem(_ingested_marker(checkpoint))
+        fs, path = filesystem(_ingested_marker(checkpoint), storage_options)
         with fs.open_input_stream(path) as stream:
             recorded = json.loads(stream.read().decode())
-        return recorded == {"stream": stream_app_id(checkpoint), "landing": state}
+        return recorded == {"stream": stream_app_id(checkpoint, storage_options), "landing": state}
     except (OSError, ValueError, KeyError):  # no marker or no checkpoint yet
         return False
 
 
-def mark_ingested(checkpoint: str, state: str) -> None:
+def mark_ingested(checkpoint: str, state: str, storage_options: Mapping[str, str] | None = None) -> None:
     """Record the landing ``state`` a complete ingest through ``checkpoint`` has seen."""
-    fs, path = filesystem(_ingested_marker(checkpoint))
+    fs, path = filesystem(_ingested_marker(checkpoint), storage_options)
     with fs.open_output_stream(path) as stream:
-        stream.write(json.dumps({"stream": stream_app_id(checkpoint), "landing": state}).encode())
+        stream.write(
+            json.dumps({"stream": stream_app_id(checkpoint, storage_options), "landing": state}).encode()
+        )

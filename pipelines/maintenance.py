@@ -47,9 +47,9 @@ class LanceMaintenance:
     version: int
 
 
-def delta_tables(delta_uri: str) -> list[str]:
+def delta_tables(delta_uri: str, storage_options: dict[str, str] | None = None) -> list[str]:
     """Names of the Delta tables directly under ``delta_uri`` (folders that hold a ``_delta_log``)."""
-    fs, base = filesystem(delta_uri)
+    fs, base = filesystem(delta_uri, storage_options)
     base = base.rstrip("/")
     if fs.get_file_info(base).type != pafs.FileType.Directory:
         return []
@@ -125,7 +125,7 @@ def maintain_delta(
 ) -> list[DeltaMaintenance]:
     return [
         optimize_and_vacuum(spark, f"{delta_uri.rstrip('/')}/{name}", retain_hours, storage_options)
-        for name in delta_tables(delta_uri)
+        for name in delta_tables(delta_uri, storage_options)
     ]
 
 

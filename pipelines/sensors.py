@@ -36,10 +36,12 @@ SENSOR_INTERVAL_SECONDS = 5
 DOCUMENTS_TO_INDEX = [AssetKey(name) for name in DOCUMENT_ASSETS]
 
 
-def landing_change(landing_uri: str, source: str, cursor: str | None) -> tuple[int, str] | None:
+def landing_change(
+    landing_uri: str, source: str, cursor: str | None, storage_options: dict[str, str] | None = None
+) -> tuple[int, str] | None:
     """``(files, fingerprint)`` of ``landing/<source>/`` when it differs from the sensor's ``cursor``;
     ``None`` when nothing changed (an empty zone never seen before is no change either)."""
-    listing = list_landing(f"{landing_uri.rstrip('/')}/{source}")
+    listing = list_landing(f"{landing_uri.rstrip('/')}/{source}", storage_options)
     fingerprint = landing_fingerprint(listing)
     if fingerprint == cursor or (listing.empty and cursor is None):
         return None
@@ -47,7 +49,11 @@ def landing_change(landing_uri: str, source: str, cursor: str | None) -> tuple[i
 
 
 def landing_sensor(
-    landing_uri: str, source: str, partitioned: bool, targets: list[AssetKey] | None = None
+    landing_uri: str,
+    source: str,
+    partitioned: bool,
+    targets: list[AssetKey] | None = None,
+    storage_options: dict[str, str] | None = None,
 ) -> SensorDefinition:
     """Start ``targets`` (``bronze_<source>`` unless given) once per change of ``landing/<source>/``: the
     fingerprint is the run key, so a batch of files starts one run; the bronze stream itself picks up
@@ -68,7 +74,7 @@ def landing_sensor(
     def watch(context: SensorEvaluationContext):
         from assets.structured.assets import current_ingest_day
 
-        change = landing_change(landing_uri, source, context.cursor)
+        change = landing_change(landing_uri, source, context.cursor, storage_options)
         if change is None:
             return SkipReason(f"no change in landing/{source}/")
         files, fingerprint = change
@@ -83,7 +89,9 @@ def landing_sensor(
     return watch
 
 
-def documents_worker_sensor(landing_uri: str) -> SensorDefinition:
+def documents_worker_sensor(
+    landing_uri: str, storage_options: dict[str, str] | None = None
+) -> SensorDefinition:
     """Keep a resident documents worker running while documents land: start one on a change of
     ``landing/documents/`` when none is queued or running. The worker itself picks up every later
     change; if it stops (stopped by hand, or crashed), the next change starts a new one, which first
@@ -100,7 +108,7 @@ def documents_worker_sensor(landing_uri: str) -> SensorDefinition:
         ),
     )
     def watch(context: SensorEvaluationContext):
-        change = landing_change(landing_uri, "documents", context.cursor)
+        change = landing_change(landing_uri, "documents", context.cursor, storage_options)
         if change is None:
             return SkipReason("no change in landing/documents/ since the worker was started")
         files, fingerprint = change
@@ -120,13 +128,16 @@ def documents_worker_sensor(landing_uri: str) -> SensorDefinition:
 def landing_sensors(settings: Settings) -> list[SensorDefinition]:
     """A sensor per landing zone of ``settings``; documents either start the resident worker or one run
     per batch (``documents_worker``)."""
-    landing = settings.landing_uri
-    return [
-        documents_worker_sensor(landing)
+    landing, options = settings.landing_uri, settings.object_store_options()
+    documents = (
+        documents_worker_sensor(landing, options)
         if settings.documents_worker
-        else landing_sensor(landing, "documents", partitioned=False, targets=DOCUMENTS_TO_INDEX),
+        else landing_sensor(landing, "documents", False, DOCUMENTS_TO_INDEX, options)
+    )
+    return [
+        documents,
         *(
-            landing_sensor(landing, contract.name, partitioned=True)
+            landing_sensor(landing, contract.name, partitioned=True, storage_options=options)
             for contract in load_sources(settings.sources_file)
         ),
     ]

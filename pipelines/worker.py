@@ -99,7 +99,7 @@ def documents_worker_job(settings: Settings, definitions: list) -> JobDefinition
         poll = settings.documents_worker_poll_seconds
         context.log.info("documents worker: watching %s every %.1fs", root, poll)
         while True:
-            listing = list_landing(root)
+            listing = list_landing(root, context.resources.lakehouse.storage_options)
             fingerprint = landing_fingerprint(listing)
             if fingerprint != indexed:
                 started = time.monotonic()

@@ -40,19 +40,23 @@ def _ingest_documents(
     """Stream new files into bronze, then record what the stream cannot see; returns the files added,
     removed and unreadable, and the stream batches run."""
     before = lakehouse.version(BRONZE)
+    options = lakehouse.storage_options
 
     def ingest(files, batch_id: int) -> None:
-        records = parse_landed_documents(session, files, rules, run_id)
-        lakehouse.append(records, BRONZE, txn=(stream_app_id(checkpoint), batch_id))
+        records = parse_landed_documents(session, files, rules, run_id, options)
+        lakehouse.append(records, BRONZE, txn=(stream_app_id(checkpoint, options), batch_id))
 
-    batches = stream_landed_files(session, root, checkpoint, ingest, lakehouse.stream_max_files_per_batch)
+    batches = stream_landed_files(
+        session, root, checkpoint, ingest, lakehouse.stream_max_files_per_batch, options
+    )
     if not lakehouse.exists(BRONZE):  # nothing has landed yet: an empty table for downstream readers
         empty = session.createDataFrame([], BRONZE_DOCUMENTS_SCHEMA)
         lakehouse.append(
             empty.withColumns({"ingested_at": F.current_timestamp(), "run_id": F.lit("")}), BRONZE
         )
-    listing = list_landing(root)  # after the stream: a file landing meanwhile is not taken for removed
-    reconciled = reconcile_landing(session, listing, lakehouse.read(session, BRONZE), rules, run_id).cache()
+    listing = list_landing(root, options)  # after the stream: a file landing meanwhile is not "removed"
+    bronze = lakehouse.read(session, BRONZE)
+    reconciled = reconcile_landing(session, listing, bronze, rules, run_id, options).cache()
     if reconciled.count():
         lakehouse.append(reconciled, BRONZE)
     reconciled.unpersist()
@@ -77,14 +81,15 @@ def bronze_documents(
     """
     root = lakehouse.landing_path(DOCUMENTS)
     checkpoint = lakehouse.checkpoint_path(BRONZE)
-    rules = load_access_rules(root)
-    state = landing_state(root)
+    options = lakehouse.storage_options
+    rules = load_access_rules(root, options)
+    state = landing_state(root, options)
     added = deleted = failed = batches = 0
-    if not already_ingested(checkpoint, state):
+    if not already_ingested(checkpoint, state, options):
         added, deleted, failed, batches = _ingest_documents(
             spark.session(), lakehouse, root, checkpoint, rules, context.run_id
         )
-        mark_ingested(checkpoint, state)
+        mark_ingested(checkpoint, state, options)
     context.log.info(
         "bronze_documents: %d new or changed files (%d unreadable), %d removed, in %d stream batches",
         added,

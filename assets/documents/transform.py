@@ -6,7 +6,7 @@ Plain functions over DataFrames; the Dagster assets in ``assets.py`` only wire t
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 
 import pandas as pd
 from pyspark.sql import DataFrame, SparkSession, Window
@@ -62,30 +62,39 @@ def document_id(relative_path: str) -> str:
     return hashlib.sha256(relative_path.encode("utf-8")).hexdigest()[:32]
 
 
-def _parse_files(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+def _parse_files(storage_options: Mapping[str, str] | None):
     """Read, hash and parse each listed file (runs in Spark's Python workers)."""
-    for batch in batches:
-        rows = []
-        for f in batch.itertuples(index=False):
-            content = read_bytes(f.uri)
-            parsed = parse_document(f.path, content)
-            rows.append(
-                {
-                    "document_id": document_id(f.path),
-                    "path": f.path,
-                    "media_type": parsed.media_type,
-                    "encoding": parsed.encoding,
-                    "size_bytes": int(f.size_bytes),
-                    "sha256": hashlib.sha256(content).hexdigest(),
-                    "modified_at": f.modified_at,
-                    "title": parsed.title,
-                    "text": parsed.text,
-                    "parse_error": f.access_error or parsed.error,
-                    "is_deleted": False,
-                    "access_groups": f.access_groups,
-                }
-            )
-        yield pd.DataFrame(rows, columns=BRONZE_DOCUMENTS_SCHEMA.fieldNames())
+
+    def parse(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+        for batch in batches:
+            yield _parse_batch(batch, storage_options)
+
+    return parse
+
+
+def _parse_batch(batch: pd.DataFrame, storage_options: Mapping[str, str] | None) -> pd.DataFrame:
+    """One batch of listed files as bronze records."""
+    rows = []
+    for f in batch.itertuples(index=False):
+        content = read_bytes(f.uri, storage_options)
+        parsed = parse_document(f.path, content)
+        rows.append(
+            {
+                "document_id": document_id(f.path),
+                "path": f.path,
+                "media_type": parsed.media_type,
+                "encoding": parsed.encoding,
+                "size_bytes": int(f.size_bytes),
+                "sha256": hashlib.sha256(content).hexdigest(),
+                "modified_at": f.modified_at,
+                "title": parsed.title,
+                "text": parsed.text,
+                "parse_error": f.access_error or parsed.error,
+                "is_deleted": False,
+                "access_groups": f.access_groups,
+            }
+        )
+    return pd.DataFrame(rows, columns=BRONZE_DOCUMENTS_SCHEMA.fieldNames())
 
 
 def with_access_groups(landed: pd.DataFrame, rules: dict) -> pd.DataFrame:
@@ -101,11 +110,18 @@ def with_access_groups(landed: pd.DataFrame, rules: dict) -> pd.DataFrame:
     return landed.assign(access_groups=groups, access_error=errors)
 
 
-def parse_landed_documents(spark: SparkSession, landed: pd.DataFrame, rules: dict, run_id: str) -> DataFrame:
+def parse_landed_documents(
+    spark: SparkSession,
+    landed: pd.DataFrame,
+    rules: dict,
+    run_id: str,
+    storage_options: Mapping[str, str] | None = None,
+) -> DataFrame:
     """Bronze records for the given landed files: read, hashed and parsed in Spark's workers."""
     files = spark.createDataFrame(with_access_groups(landed, rules), LANDED_WITH_GROUPS)
     partitions = max(1, min(len(landed), spark.sparkContext.defaultParallelism))
-    return _stamp(files.repartition(partitions).mapInPandas(_parse_files, BRONZE_DOCUMENTS_SCHEMA), run_id)
+    parse = _parse_files(storage_options)
+    return _stamp(files.repartition(partitions).mapInPandas(parse, BRONZE_DOCUMENTS_SCHEMA), run_id)
 
 
 def _stamp(records: DataFrame, run_id: str) -> DataFrame:
@@ -121,7 +137,12 @@ def latest_bronze(bronze: DataFrame) -> DataFrame:
 
 
 def reconcile_landing(
-    spark: SparkSession, landed: pd.DataFrame, bronze: DataFrame, rules: dict, run_id: str
+    spark: SparkSession,
+    landed: pd.DataFrame,
+    bronze: DataFrame,
+    rules: dict,
+    run_id: str,
+    storage_options: Mapping[str, str] | None = None,
 ) -> DataFrame:
     """Bronze records for what the file stream cannot see: files rewritten in place (same path, new size
     or modified time), files whose access rule changed, empty files, and tombstones for removed files.
@@ -145,7 +166,7 @@ def reconcile_landing(
     ]
     gone = sorted(set(current["path"]) - set(listed["path"]))
     records = parse_landed_documents(
-        spark, changed.drop(columns=["access_groups", "access_error"]), rules, run_id
+        spark, changed.drop(columns=["access_groups", "access_error"]), rules, run_id, storage_options
     )
     tombstones = spark.createDataFrame(
         [(document_id(p), p) for p in gone], "document_id string, path string"

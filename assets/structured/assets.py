@@ -66,6 +66,7 @@ def ingest_new_files(
     then record the files the stream cannot see (empty files, in-place rewrites). Returns batches run."""
     bronze_name = f"bronze_{contract.name}"
     root, checkpoint = lakehouse.landing_path(contract.name), lakehouse.checkpoint_path(bronze_name)
+    options = lakehouse.storage_options
 
     def stamp(records: DataFrame) -> DataFrame:
         return records.withColumns(
@@ -77,16 +78,18 @@ def ingest_new_files(
         )
 
     def ingest(files, batch_id: int) -> None:
-        records = stamp(parse_landed_records(session, contract, files))
-        txn = (stream_app_id(checkpoint), batch_id)
+        records = stamp(parse_landed_records(session, contract, files, options))
+        txn = (stream_app_id(checkpoint, options), batch_id)
         lakehouse.append(records, bronze_name, txn=txn, partition_by=[INGEST_DATE])
 
-    batches = stream_landed_files(session, root, checkpoint, ingest, lakehouse.stream_max_files_per_batch)
-    landed = list_landing(root)
+    batches = stream_landed_files(
+        session, root, checkpoint, ingest, lakehouse.stream_max_files_per_batch, options
+    )
+    landed = list_landing(root, options)
     if lakehouse.exists(bronze_name):
         landed = unseen_files(landed, lakehouse.read(session, bronze_name))
     if len(landed) or not lakehouse.exists(bronze_name):  # the first run creates the table regardless
-        records = stamp(parse_landed_records(session, contract, landed))
+        records = stamp(parse_landed_records(session, contract, landed, options))
         lakehouse.append(records, bronze_name, partition_by=[INGEST_DATE])
     return batches
 
@@ -103,9 +106,9 @@ def rebuild_ingest_day(
         return 0
     day_rows = lakehouse.read(session, bronze_name).where(F.col(INGEST_DATE) == F.lit(day).cast("date"))
     recorded = {r["_source_file"] for r in day_rows.select("_source_file").distinct().collect()}
-    landed = list_landing(lakehouse.landing_path(contract.name))
+    landed = list_landing(lakehouse.landing_path(contract.name), lakehouse.storage_options)
     landed = landed[landed["path"].isin(recorded)]
-    reread = parse_landed_records(session, contract, landed).withColumns(
+    reread = parse_landed_records(session, contract, landed, lakehouse.storage_options).withColumns(
         {
             "_ingested_at": F.current_timestamp(),
             "_run_id": F.lit(run_id),
@@ -142,11 +145,12 @@ def source_assets(contract: SourceContract) -> list[AssetsDefinition]:
         today = current_ingest_day()
         landing_path = lakehouse.landing_path(contract.name)
         checkpoint = lakehouse.checkpoint_path(bronze_name)
-        state = landing_state(landing_path)
+        options = lakehouse.storage_options
+        state = landing_state(landing_path, options)
         past = [day for day in days if day < today]
         stats = {"records": 0, "unreadable": 0, "files": 0}
         rebuilt = batches = 0
-        if past or days[-1] < today or not already_ingested(checkpoint, state):
+        if past or days[-1] < today or not already_ingested(checkpoint, state, options):
             session = spark.session()
             before = lakehouse.version(bronze_name)
             rebuilt = sum(
@@ -154,7 +158,7 @@ def source_assets(contract: SourceContract) -> list[AssetsDefinition]:
             )
             if days[-1] >= today:
                 batches = ingest_new_files(session, lakehouse, contract, context.run_id, days[-1])
-                mark_ingested(checkpoint, state)
+                mark_ingested(checkpoint, state, options)
             new = lakehouse.changes(session, bronze_name, before).where("_change_type = 'insert'")
             stats = new.agg(
                 F.count("*").alias("records"),

@@ -11,7 +11,7 @@ import csv
 import hashlib
 import io
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
 import pandas as pd
@@ -180,14 +180,14 @@ def _plain(value: object) -> str:
     return str(value)
 
 
-def _parse_files(fmt: str):
+def _parse_files(fmt: str, storage_options: Mapping[str, str] | None):
     def parse(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         for batch in batches:
             rows = []
             for uri, path, size, modified in batch[["uri", "path", "size_bytes", "modified_at"]].itertuples(
                 index=False
             ):
-                content = read_bytes(uri)
+                content = read_bytes(uri, storage_options)
                 sha = hashlib.sha256(content).hexdigest()
                 if fmt == "parquet":
                     types, parsed = parse_parquet(content)
@@ -200,11 +200,17 @@ def _parse_files(fmt: str):
     return parse
 
 
-def parse_landed_records(spark: SparkSession, contract: SourceContract, landed: pd.DataFrame) -> DataFrame:
+def parse_landed_records(
+    spark: SparkSession,
+    contract: SourceContract,
+    landed: pd.DataFrame,
+    storage_options: Mapping[str, str] | None = None,
+) -> DataFrame:
     """Bronze records of the given landed files, read and parsed in Spark's Python workers."""
     files = spark.createDataFrame(landed, LANDED_SCHEMA)
     partitions = max(1, min(len(landed), spark.sparkContext.defaultParallelism))
-    return files.repartition(partitions).mapInPandas(_parse_files(contract.format), BRONZE_RECORD_SCHEMA)
+    parse = _parse_files(contract.format, storage_options)
+    return files.repartition(partitions).mapInPandas(parse, BRONZE_RECORD_SCHEMA)
 
 
 def unseen_files(landed: pd.DataFrame, bronze: DataFrame) -> pd.DataFrame:
