@@ -122,11 +122,15 @@ class Lakehouse(BaseModel):
         from deltalake import CommitProperties, Transaction, write_deltalake
 
         path = self.table_path(name)
-        applied = self.transaction_version(name, txn[0])
+        try:
+            table = open_delta(path, self.storage_options)
+        except TableNotFoundError:
+            table = None
+        applied = table.transaction_version(txn[0]) if table is not None else None
         if (applied is not None and applied >= txn[1]) or rows.num_rows == 0:
-            return self.version(name) or 0
+            return table.version() if table is not None else 0
         commit = CommitProperties(app_transactions=[Transaction(txn[0], txn[1])])
-        if self.version(name) is None:
+        if table is None:
             write_deltalake(
                 path,
                 rows,
@@ -135,15 +139,12 @@ class Lakehouse(BaseModel):
                 storage_options=storage_options_for(path, self.storage_options),
                 commit_properties=commit,
             )
-        else:
-            on = " AND ".join(f"(t.{k} IS NOT DISTINCT FROM s.{k})" for k in keys)
-            (
-                open_delta(path, self.storage_options)
-                .merge(rows, on, source_alias="s", target_alias="t", commit_properties=commit)
-                .when_not_matched_insert_all()
-                .execute()
-            )
-        return self.version(name) or 0
+            return self.version(name) or 0
+        on = " AND ".join(f"(t.{k} IS NOT DISTINCT FROM s.{k})" for k in keys)
+        table.merge(
+            rows, on, source_alias="s", target_alias="t", commit_properties=commit
+        ).when_not_matched_insert_all().execute()
+        return table.version()
 
     def append(
         self,
