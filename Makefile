@@ -72,6 +72,9 @@ setup: $(VENV_STAMP) $(JARS_STAMP) $(S3A_STAMP)
 	fi
 	@# The checkout's own bytecode too (about a second; Python only rewrites what changed since).
 	@$(PY) -m compileall -q -j 0 $(PROJECT_PACKAGES) benchmarks tests
+	@# The Spark driver's classes, recorded once per environment (resources/spark_archive.py): every
+	@# later JVM maps them instead of loading and verifying 29,000 classes again.
+	@$(PY) -m resources.spark_archive
 
 demo: setup
 	$(VENV)/bin/groundwork demo

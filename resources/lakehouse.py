@@ -225,6 +225,7 @@ class Lakehouse(BaseModel):
         if added:
             spec = ", ".join(f"`{f.name}` {f.dataType.simpleString()}" for f in added)
             spark.sql(f"ALTER TABLE delta.`{path}` ADD COLUMNS ({spec})")
+            target = DeltaTable.forPath(spark, path)  # the MERGE resolves columns against this snapshot
         values = {f"`{c}`": f"s.`{c}`" for c in columns}
         keep = "NOT s._delete"
         merge = (

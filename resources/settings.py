@@ -94,6 +94,14 @@ class Settings(BaseSettings):
         "4g",
         description="Memory of the Spark driver, the run's process (`spark.driver.memory`).",
     )
+    spark_driver_java_options: str = Field(
+        "-XX:TieredStopAtLevel=1",
+        description="JVM options of the Spark driver (`spark.driver.extraJavaOptions`; the class data "
+        "archive `make setup` records is added to them). The default compiles with C1 only: on small "
+        "batches, C2 took half of a run's CPU time (docs/benchmarks.md, Start-up). Set it empty for long, "
+        "CPU-heavy jobs in local mode, where the driver is the executor; executors on a cluster keep "
+        "the JVM's defaults.",
+    )
     spark_shuffle_partitions: int = Field(
         4,
         description="Spark's shuffle partitions; also the default parallelism, Delta's snapshot partitions "

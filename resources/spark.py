@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
+import shutil
 import sys
 import threading
+from importlib import metadata
 from pathlib import Path
 
 from pydantic import BaseModel
@@ -55,6 +58,36 @@ def s3a_conf(endpoint_url: str = "", region: str = "us-east-1") -> dict[str, str
     return conf
 
 
+def class_archive(jars_dir: Path | str) -> Path:
+    """Where the driver's class data archive for this environment lives (``resources.spark_archive``
+    writes it at set-up): named by a key of the Java runtime, pyspark and Delta's jars, so an upgrade of
+    any of them asks for a new one instead of handing the JVM an archive it would reject."""
+    import pyspark
+
+    java = (
+        Path(os.environ["JAVA_HOME"]) / "bin" / "java"
+        if os.environ.get("JAVA_HOME")
+        else shutil.which("java")
+    )
+    java = Path(java or "java").resolve()
+    parts = [metadata.version("pyspark"), pyspark.__file__, str(java)]
+    for path in [java, *map(Path, delta_jars(Path(jars_dir)))]:
+        stat = path.stat() if path.exists() else None
+        parts.append(f"{path.name}:{stat.st_size}:{stat.st_mtime_ns}" if stat else path.name)
+    key = hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
+    return Path(jars_dir).expanduser() / "classes" / f"spark-driver-{key}.jsa"
+
+
+def driver_java_options(jars_dir: Path | str, java_options: str = "", class_data: bool = True) -> str:
+    """The driver JVM's options: the configured ones, plus the class data archive when set-up made one
+    (its messages off: a JVM that cannot use it loads classes as usual, and says so on stdout)."""
+    options = [java_options] if java_options else []
+    archive = class_archive(jars_dir) if class_data else None
+    if archive is not None and archive.exists():
+        options += [f"-XX:SharedArchiveFile={archive}", "-Xlog:cds=off", "-Xlog:cds+dynamic=off"]
+    return " ".join(options)
+
+
 def get_spark(
     master: str = "local[*]",
     jars_dir: Path | str = DEFAULT_JARS_DIR,
@@ -62,9 +95,12 @@ def get_spark(
     shuffle_partitions: int = 4,
     extra_conf: dict[str, str] | None = None,
     extra_jars: list[str] | None = None,
+    java_options: str = "",
+    class_data: bool = True,
 ) -> SparkSession:
     """Start (or reuse) this process's SparkSession; starting a JVM costs ~10 s, so it happens once
-    (again only when the JVM died)."""
+    (again only when the JVM died). ``java_options`` go to the driver's JVM, with the class data
+    archive unless ``class_data`` is False."""
     with _lock:
         active = _live_session()
         if active is not None:
@@ -96,6 +132,9 @@ def get_spark(
             .config("spark.executorEnv.PYTHONPATH", os.environ["PYTHONPATH"])
             .config("spark.driver.bindAddress", os.environ["SPARK_LOCAL_IP"])
         )
+        java = driver_java_options(jars_dir, java_options, class_data)
+        if java:
+            builder = builder.config("spark.driver.extraJavaOptions", java)
         for key, value in (extra_conf or {}).items():
             builder = builder.config(key, value)
         session = builder.getOrCreate()
@@ -132,6 +171,7 @@ class Spark(BaseModel):
     shuffle_partitions: int = 4
     extra_conf: dict[str, str] = {}
     extra_jars: list[str] = []
+    java_options: str = ""
 
     @classmethod
     def from_settings(cls, s: Settings):
@@ -145,6 +185,7 @@ class Spark(BaseModel):
             shuffle_partitions=s.spark_shuffle_partitions,
             extra_conf=conf,
             extra_jars=jars,
+            java_options=s.spark_driver_java_options,
         )
 
     def session(self) -> SparkSession:
@@ -155,4 +196,5 @@ class Spark(BaseModel):
             self.shuffle_partitions,
             self.extra_conf,
             self.extra_jars,
+            self.java_options,
         )

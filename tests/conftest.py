@@ -28,7 +28,7 @@ from pipelines.definitions import all_assets
 from quality.checks import quality_checks
 from resources import Settings, build_resources
 from resources.settings import PROJECT_ROOT, SAMPLES_DIR
-from resources.spark import get_spark
+from resources.spark import Spark
 
 # Slowest files first: with one file per worker at a time (pytest-xdist's --dist loadfile), the last long
 # file to start sets the suite's wall time (durations from `make test PYTEST_ARGS=--durations=25`).
@@ -102,7 +102,7 @@ class PipelineRuns:
 @pytest.fixture(scope="session")
 def spark(tmp_path_factory):
     settings = make_settings(tmp_path_factory.mktemp("spark-home"))
-    return get_spark(settings.spark_master, settings.spark_jars_dir, "2g", settings.spark_shuffle_partitions)
+    return Spark.from_settings(settings.model_copy(update={"spark_driver_memory": "2g"})).session()
 
 
 @pytest.fixture(scope="session")

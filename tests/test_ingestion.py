@@ -283,6 +283,21 @@ def test_stream_hands_each_file_over_once(tmp_path, spark):
     assert sorted(seen) == ["a b.txt", "c.txt", "sub/ü.md"]
 
 
+def test_a_merge_adds_new_columns_to_an_existing_table(spark, tmp_path):
+    """Schema drift with the ``add`` policy on a table that exists: the MERGE sees the added column."""
+    lakehouse = build_resources(make_settings(tmp_path / "home"))["lakehouse"]
+    shape = "id long, name string, _delete boolean"
+    lakehouse.apply_changes(
+        spark, spark.createDataFrame([(1, "a", False), (2, "b", False)], shape), "t", ["id"]
+    )
+    drifted = spark.createDataFrame(
+        [(1, None, True, None), (2, "B", False, "green"), (3, "c", False, "red")], f"{shape}, colour string"
+    )
+    lakehouse.apply_changes(spark, drifted, "t", ["id"], "t.name <> s.name OR t.colour IS NULL")
+    rows = sorted(lakehouse.read_arrow("t").to_pylist(), key=lambda r: r["id"])
+    assert rows == [{"id": 2, "name": "B", "colour": "green"}, {"id": 3, "name": "c", "colour": "red"}]
+
+
 def test_a_retried_step_replaces_its_runs_record_and_quarantine_writes_are_idempotent(spark, tmp_path):
     from assets.quarantine import INGESTION_RUNS_TABLE, record_ingestion_run, write_quarantine
 
