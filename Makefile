@@ -58,7 +58,8 @@ $(JARS_STAMP):
 	done
 	touch $@
 
-$(S3A_STAMP): $(S3A_POM)
+# Order-only: the stamp's name carries the pom's hash (a fresh clone's newer pom needs no new fetch).
+$(S3A_STAMP): | $(S3A_POM)
 	@echo "==> fetching the s3a jars (hadoop-aws, AWS SDK v2 s3) from Maven Central into $(JARS)/s3a (once)"
 	rm -rf $(JARS)/s3a && mkdir -p $(JARS)/s3a
 	mvn -q -B -f $(S3A_POM) dependency:copy-dependencies -DoutputDirectory=$(JARS)/s3a \

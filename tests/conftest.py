@@ -83,6 +83,21 @@ def run_all(
     )
 
 
+DOCUMENT_ASSETS = ["bronze_documents", "silver_documents", "document_chunks", "chunk_embeddings"]
+
+
+def run_documents(settings: Settings, raise_on_error: bool = True, **resources) -> ExecuteInProcessResult:
+    """The documents' chain, landing to index, with its blocking checks: for tests that land only
+    documents (the structured sources' steps would each start a stream on an empty landing zone).
+    Not partitioned: only the structured sources are, by ingest day."""
+    return materialize(
+        [*all_assets(settings), *quality_checks(settings.sources_file)],
+        resources={**build_resources(settings), **resources},
+        selection=DOCUMENT_ASSETS,
+        raise_on_error=raise_on_error,
+    )
+
+
 def materialized(result: ExecuteInProcessResult) -> dict[str, dict]:
     """Asset name → its materialization metadata, as plain values."""
     out = {}

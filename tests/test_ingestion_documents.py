@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from conftest import make_settings, materialized, run_all
+from conftest import make_settings, materialized, run_documents
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 from test_ingestion import _reasons, _write
@@ -25,7 +25,7 @@ def test_documents_carry_access_groups_from_sidecars_and_folders(tmp_path, spark
         _write(docs / relative, (SAMPLES_DIR / "documents" / relative).read_bytes())
     _write(docs / "hr/_access.json", '{"groups": ["hr"]}')
     _write(docs / "faq/gift-cards.md.access.json", '{"groups": ["sales", "support"]}')
-    first = materialized(run_all(settings))
+    first = materialized(run_documents(settings))
     gold = read_table(f"{settings.delta_uri}/document_chunks").to_pandas()
     groups = {p: sorted(g) for p, g in zip(gold.path, gold.access_groups, strict=True)}
     assert groups == {
@@ -37,7 +37,7 @@ def test_documents_carry_access_groups_from_sidecars_and_folders(tmp_path, spark
     # An access change alone re-indexes that document; a broken rule quarantines, never publishes.
     _write(docs / "hr/_access.json", '{"groups": ["hr", "managers"]}')
     _write(docs / "faq/gift-cards.md.access.json", "{not json")
-    second = materialized(run_all(settings))
+    second = materialized(run_documents(settings))
     assert second["document_chunks"]["documents_rechunked"] == 1
     db = build_resources(settings)["lancedb"].connect()
     from resources.lancedb.tables import open_active
@@ -74,7 +74,7 @@ def test_documents_in_any_encoding_flow_downstream_through_the_change_data_feed(
     }
     for relative, (content, _) in odd.items():
         _write(Path(settings.documents_landing) / relative, content)
-    silver_run = materialized(run_all(settings))["silver_documents"]
+    silver_run = materialized(run_documents(settings))["silver_documents"]
     assert (silver_run["documents_accepted"], silver_run["documents_quarantined"]) == (7, 1)
     bronze = read_table(f"{settings.delta_uri}/bronze_documents", ["path", "encoding"]).to_pylist()
     assert {r["path"]: r["encoding"] for r in bronze} == {p: e for p, (_, e) in odd.items()} | dict.fromkeys(
@@ -88,13 +88,13 @@ def test_documents_in_any_encoding_flow_downstream_through_the_change_data_feed(
     assert reasons == {"notes/scan.txt": ["binary content: not text in any known encoding"]}
     silver_version = table_version(f"{settings.delta_uri}/silver_documents")
     gold_version = table_version(f"{settings.delta_uri}/document_chunks")
-    idle = materialized(run_all(settings))
+    idle = materialized(run_documents(settings))
     assert table_version(f"{settings.delta_uri}/silver_documents") == silver_version
     assert table_version(f"{settings.delta_uri}/document_chunks") == gold_version
     assert idle["document_chunks"]["documents_rechunked"] == 0
     path = Path(settings.documents_landing) / "policies/shipping-policy.md"
     path.write_text(path.read_text() + "\n\nNew: free shipping on orders over $20 during December.\n")
-    changed = materialized(run_all(settings))
+    changed = materialized(run_documents(settings))
     assert changed["bronze_documents"]["files_added"] == 1  # rewritten in place, seen by the listing
     assert changed["document_chunks"]["documents_rechunked"] == 1
     assert 0 < changed["chunk_embeddings"]["chunks_embedded"] <= changed["document_chunks"]["chunks_written"]

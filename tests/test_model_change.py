@@ -4,7 +4,7 @@ be rolled back; queries are always embedded with the active index's model."""
 from __future__ import annotations
 
 import pytest
-from conftest import materialized, run_all
+from conftest import materialized, run_documents
 
 from models.model_registry import resolve_embedder
 from quality import suites
@@ -20,13 +20,13 @@ def test_new_model_builds_beside_switches_and_rolls_back(small_home):
     settings = small_home
     resources = build_resources(settings)
     db = resources["lancedb"].connect()
-    first = materialized(run_all(settings))
+    first = materialized(run_documents(settings))
     champion = active_table_name(db, settings.embeddings_table)
     # The pipeline resolved the registry's champion; CANDIDATE is pinned (no registry alias).
     registered = resolve_embedder(resources["mlflow"], resources["embedder"])
     assert champion == first["chunk_embeddings"]["lancedb_table"]
 
-    second = materialized(run_all(settings, embedder=CANDIDATE))
+    second = materialized(run_documents(settings, embedder=CANDIDATE))
     candidate = second["chunk_embeddings"]["lancedb_table"]
     assert candidate != champion and second["chunk_embeddings"]["activated"] is True
     assert second["chunk_embeddings"]["chunks_embedded"] == first["chunk_embeddings"]["chunks_embedded"]
@@ -52,14 +52,14 @@ def test_new_model_builds_beside_switches_and_rolls_back(small_home):
 def test_a_candidate_that_fails_validation_is_not_activated(small_home, monkeypatch):
     settings = small_home
     db = build_resources(settings)["lancedb"].connect()
-    run_all(settings)
+    run_documents(settings)
     champion = active_table_name(db, settings.embeddings_table)
     # Validation that no table can pass: the candidate is built but must not go live.
     original = suites.chunk_embeddings_suite
     monkeypatch.setattr(
         suites, "chunk_embeddings_suite", lambda rows, dimension: original(rows + 1, dimension)
     )
-    result = run_all(settings, raise_on_error=False, embedder=CANDIDATE)
+    result = run_documents(settings, raise_on_error=False, embedder=CANDIDATE)
     assert not result.success
     assert "chunk_embeddings" not in materialized(result)
     failure = next(e for e in result.all_events if e.is_step_failure and e.step_key == "chunk_embeddings")

@@ -7,7 +7,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from conftest import PipelineRuns, materialized, run_all
+from conftest import PipelineRuns, materialized, run_documents
 
 from assets.landing import is_landed_file
 from assets.quarantine import last_ingestion_runs, read_quarantine
@@ -157,7 +157,7 @@ def test_second_run_embeds_nothing_and_changes_no_count(sample_pipeline: Pipelin
 def test_new_changed_and_deleted_documents_flow_through(small_home):
     """Only new or changed content is embedded; a removed document leaves silver, gold and LanceDB."""
     settings = small_home
-    first = materialized(run_all(settings))
+    first = materialized(run_documents(settings))
     total = first["chunk_embeddings"]["dagster/row_count"]
     assert first["chunk_embeddings"]["chunks_embedded"] == total > 0
 
@@ -166,7 +166,7 @@ def test_new_changed_and_deleted_documents_flow_through(small_home):
         SAMPLES_DIR / "documents/policies/warranty-policy.md", docs / "policies/warranty-policy.md"
     )
     (docs / "faq/gift-cards.md").unlink()
-    second = materialized(run_all(settings))
+    second = materialized(run_documents(settings))
 
     gold = read_table(f"{settings.delta_uri}/document_chunks").to_pandas()
     indexed = _lancedb_table(settings).to_pandas()

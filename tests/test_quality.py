@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from conftest import PipelineRuns, materialized, run_all
+from conftest import PipelineRuns, materialized, run_documents
 from pyspark.sql import functions as F
 
 from assets.structured.contracts import load_sources
@@ -94,7 +94,7 @@ def test_every_layer_is_gated_and_results_persist(sample_pipeline: PipelineRuns)
 @pytest.mark.slow
 def test_a_bad_batch_blocks_the_embedding_and_the_index_keeps_its_version(small_home, spark):
     settings = small_home
-    first = materialized(run_all(settings))
+    first = materialized(run_documents(settings))
     table = open_active(build_resources(settings)["lancedb"].connect(), settings.embeddings_table)
     version_before, rows_before = table.version, table.count_rows()
     assert first["chunk_embeddings"]["dagster/row_count"] == rows_before > 0
@@ -107,7 +107,7 @@ def test_a_bad_batch_blocks_the_embedding_and_the_index_keeps_its_version(small_
     (settings.home / "landing/documents/policies/new-policy.md").write_text(
         "# New policy\n\nBikes may be rented."
     )
-    result = run_all(settings, raise_on_error=False)
+    result = run_documents(settings, raise_on_error=False)
 
     assert not result.success
     evaluations = {e.check_name: e for e in result.get_asset_check_evaluations()}
