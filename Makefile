@@ -41,7 +41,8 @@ help:
 $(UV):
 	python3 -m venv $(CACHE)/uv && $(CACHE)/uv/bin/pip install -q uv==0.13.8
 
-$(VENV_STAMP): requirements.lock pyproject.toml | $(UV)
+# Order-only: the stamp's name carries the lock's hash (a fresh clone's newer files need no reinstall).
+$(VENV_STAMP): | requirements.lock pyproject.toml $(UV)
 	@echo "==> installing the Python environment into $(VENV) (once per lock file)"
 	test -x $(PY) || $(UV) venv --python 3.11 $(VENV)
 	# --compile-bytecode writes every library's .pyc now: these machines (and CI) set

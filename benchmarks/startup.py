@@ -7,7 +7,8 @@ interpreter's start and every import. The floors are separate Python scripts (ke
 and run with `python -c`) that import no project code and do the same work the obvious way:
 
 - naive pipeline floor: one process, one SparkSession with Delta (same master, shuffle partitions and
-  driver memory as the project's run), each structured sample file (CSV, JSON lines, Parquet) written
+  driver memory as the project's run; the JVM's default options, as a naive pipeline has them, unless
+  `--floor-java-options` gives others), each structured sample file (CSV, JSON lines, Parquet) written
   to a Delta table, the documents read (pypdf for PDFs, BeautifulSoup's text for HTML), cut into
   1,000-character pieces and embedded with the packaged model into a LanceDB table;
 - `groundwork run` from an empty home whose landing zone holds the bundled samples (copied as
@@ -80,7 +81,7 @@ PIPELINE_FLOOR = r"""
 import json, os, sys, time
 from pathlib import Path
 
-landing, out, jars_dir, master, partitions, driver_memory = sys.argv[1:7]
+landing, out, jars_dir, master, partitions, driver_memory, java_options = sys.argv[1:8]
 landing, out = Path(landing), Path(out)
 
 from pyspark.sql import SparkSession
@@ -93,6 +94,7 @@ spark = (
     .config("spark.sql.extensions", "io.delta.sql.DeltaSparkSessionExtension")
     .config("spark.sql.catalog.spark_catalog", "org.apache.spark.sql.delta.catalog.DeltaCatalog")
     .config("spark.driver.memory", driver_memory)
+    .config("spark.driver.extraJavaOptions", java_options)
     .config("spark.sql.shuffle.partitions", partitions)
     .config("spark.default.parallelism", partitions)
     .config("spark.databricks.delta.snapshotPartitions", partitions)
@@ -286,6 +288,12 @@ def main() -> None:
     )
     parser.add_argument("--master", default="local[2]", help="GROUNDWORK_SPARK_MASTER of every command")
     parser.add_argument("--question", default=QUESTION)
+    parser.add_argument(
+        "--floor-java-options",
+        default="",
+        help="JVM options of the naive floor's driver (default none, as a naive pipeline runs; pass "
+        "Groundwork's to see how much of the gap is the JVM's)",
+    )
     parser.add_argument("--check", action="store_true", help="exit 1 when a target is missed")
     args = parser.parse_args()
     parts = {p.strip() for p in args.only.split(",") if p.strip()}
@@ -316,13 +324,14 @@ def main() -> None:
             print("naive same-data pipeline floor ...", flush=True)
             floor_args = [str(home / "landing"), str(floor_out), jars_dir, args.master, partitions]
             floor_s, floor_stdout = timed(
-                [sys.executable, "-c", PIPELINE_FLOOR, *floor_args, driver_memory],
+                [sys.executable, "-c", PIPELINE_FLOOR, *floor_args, driver_memory, args.floor_java_options],
                 env,
                 logs / "naive-floor.log",
                 scratch,
             )
             shutil.rmtree(floor_out, ignore_errors=True)
-            notes.append(f"naive floor: {floor_s:.1f} s, {floor_stdout.strip().splitlines()[-1]}")
+            jvm = f", driver JVM options {args.floor_java_options!r}" if args.floor_java_options else ""
+            notes.append(f"naive floor: {floor_s:.1f} s{jvm}, {floor_stdout.strip().splitlines()[-1]}")
             print(f"  {floor_s:.1f} s", flush=True)
             print(f"groundwork run ({copied} sample files landed, empty home) ...", flush=True)
             run_s, _ = timed([groundwork(), "run"], env, logs / "run-1.log", scratch)
