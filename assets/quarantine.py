@@ -16,7 +16,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from deltalake import write_deltalake
 
-from resources.lakehouse import Lakehouse, open_delta, storage_options_for
+from resources.lakehouse import Lakehouse, commit_retried, open_delta, storage_options_for
 
 if TYPE_CHECKING:  # the readers below serve `groundwork status`, which starts no JVM
     from pyspark.sql import Column, DataFrame
@@ -138,15 +138,19 @@ def record_ingestion_run(
     )
     path = lakehouse.table_path(INGESTION_RUNS_TABLE)
     options = storage_options_for(path, lakehouse.storage_options)
-    if _recorded(lakehouse, source, run_id):  # a retried step replaces its run's record
-        (
-            open_delta(path, lakehouse.storage_options)
-            .merge(row, "t.source = s.source AND t.run_id = s.run_id", source_alias="s", target_alias="t")
-            .when_matched_update_all()
-            .execute()
-        )
-    else:
-        write_deltalake(path, row, mode="append", storage_options=options)
+
+    def write() -> None:
+        if _recorded(lakehouse, source, run_id):  # a retried step replaces its run's record
+            (
+                open_delta(path, lakehouse.storage_options)
+                .merge(row, "t.source = s.source AND t.run_id = s.run_id", source_alias="s", target_alias="t")
+                .when_matched_update_all()
+                .execute()
+            )
+        else:
+            write_deltalake(path, row, mode="append", storage_options=options)
+
+    commit_retried(path, write)
     return counts
 
 

@@ -70,6 +70,26 @@ def run_pipeline(
     return succeeded
 
 
+def execute_with_job_executor(job, instance, run_id: str, keys, partition_key: str):
+    """``job.execute_in_process``, but with the job's own executor (``execute_in_process`` always runs one
+    step at a time): the same run, events and result, with independent steps side by side."""
+    from dagster._core.definitions.job_base import InMemoryJob
+    from dagster._core.execution.execute_in_process import core_execute_in_process, merge_run_tags
+
+    ephemeral = job.as_ephemeral_job(resource_defs={}, input_values={}, asset_selection=keys)
+    tags = merge_run_tags(job, partition_key, None, keys, instance, QUIET_CONSOLE)
+    return core_execute_in_process(
+        run_config=QUIET_CONSOLE,
+        job=InMemoryJob(ephemeral.with_executor_def(job.executor_def)),
+        instance=instance,
+        output_capturing_enabled=True,
+        raise_on_error=False,
+        run_tags=tags,
+        run_id=run_id,
+        asset_selection=frozenset(keys or ()),
+    )
+
+
 @contextlib.contextmanager
 def library_output_to(log_file: Path) -> Iterator[TextIO]:
     """Send whatever the process writes to its stdout and stderr (the JVM's log4j, library warnings and
@@ -140,13 +160,8 @@ def _run_pipeline(
 
         def execute() -> None:
             try:
-                result_box["result"] = job.execute_in_process(
-                    run_config=QUIET_CONSOLE,
-                    instance=instance,
-                    run_id=run_id,
-                    asset_selection=keys,
-                    partition_key=ingest_day or current_ingest_day(),
-                    raise_on_error=False,
+                result_box["result"] = execute_with_job_executor(
+                    job, instance, run_id, keys, ingest_day or current_ingest_day()
                 )
             except Exception as exc:  # surfaced below, after the progress display closes
                 result_box["error"] = exc

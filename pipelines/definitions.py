@@ -5,7 +5,7 @@ The settings are read here, once, for the module-level ``defs``; everything belo
 
 from __future__ import annotations
 
-from dagster import Definitions, in_process_executor, load_assets_from_modules
+from dagster import Definitions, load_assets_from_modules
 
 from assets.chunks import assets as chunk_assets
 from assets.documents import assets as document_assets
@@ -13,6 +13,7 @@ from assets.embeddings import assets as embedding_assets
 from assets.evaluation import assets as evaluation_assets
 from assets.prompts import assets as prompt_assets
 from assets.structured.assets import structured_assets
+from pipelines.executor import threaded_executor
 from pipelines.failures import failure_sensor
 from pipelines.jobs import main_job, maintenance_job, validation_job
 from pipelines.schedules import nightly_maintenance, nightly_refresh, nightly_validation
@@ -46,8 +47,9 @@ def build_definitions(settings: Settings) -> Definitions:
             failure_sensor(settings),
         ],
         resources=build_resources(settings),
-        # One process per run: Spark's JVM and the embedding model load once, not once per step.
-        executor=in_process_executor,
+        # One process per run: Spark's JVM and the embedding model load once, not once per step; steps that
+        # do not depend on each other run side by side in its threads.
+        executor=threaded_executor.configured({"max_concurrent": settings.pipeline_concurrent_steps}),
     )
 
 

@@ -34,7 +34,7 @@ from quality import suites
 from quality.suites import embedding_frame
 from quality.validation import SuiteOutcome
 from resources import LakehouseResource, LanceDBResource, QualityResource, SparkResource
-from resources.lakehouse import Lakehouse, storage_options_for
+from resources.lakehouse import Lakehouse, commit_retried, storage_options_for
 from resources.lancedb.tables import open_active
 from resources.quality import Quality
 from resources.spark import Spark
@@ -100,6 +100,18 @@ def persist_results(
     A table version already recorded with the same outcome is not recorded again, so re-checking an
     unchanged table (a run with nothing new) commits nothing. Returns whether it recorded.
     """
+    path = lakehouse.table_path(RESULTS_TABLE)
+    return commit_retried(path, lambda: _record(lakehouse, outcome, run_id, table, version, fingerprint))
+
+
+def _record(
+    lakehouse: Lakehouse,
+    outcome: SuiteOutcome,
+    run_id: str,
+    table: str,
+    version: int | None,
+    fingerprint: str | None,
+) -> bool:
     if _recorded(lakehouse, outcome, table, version):
         return False
     now = datetime.now(UTC)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -47,6 +48,11 @@ class SuiteOutcome:
         return [o for o in self.outcomes if not o.success]
 
 
+# GX's file-backed context is not thread-safe (its stores are read, replaced and written per validation):
+# checks that run side by side (pipelines/executor.py) validate one at a time; their other steps overlap.
+_GX_LOCK = threading.RLock()
+
+
 @functools.lru_cache(maxsize=4)
 def gx_context(root: str):
     """One file-backed GX context per folder and process (creating it costs seconds)."""
@@ -75,6 +81,13 @@ def validate(
     Rendering the docs is most of a small validation's time; without ``docs``, ``update_data_docs``
     renders this result's page later, if the caller keeps it.
     """
+    with _GX_LOCK:
+        return _validate(df, suite_name, expectations, root, run_name, docs)
+
+
+def _validate(
+    df: Any, suite_name: str, expectations: list[gxe.Expectation], root: str, run_name: str, docs: bool
+) -> SuiteOutcome:
     context = gx_context(root)
     for store in (context.checkpoints, context.validation_definitions, context.suites):
         _replace(store, suite_name)
@@ -126,7 +139,8 @@ def validate(
 
 def update_data_docs(root: str, outcome: SuiteOutcome) -> None:
     """Render ``outcome``'s page of the Data Docs (and the index that links it)."""
-    gx_context(root).build_data_docs(resource_identifiers=[outcome.result_id])
+    with _GX_LOCK:
+        gx_context(root).build_data_docs(resource_identifiers=[outcome.result_id])
 
 
 def _observed(result: dict) -> Any:

@@ -9,17 +9,20 @@ seconds on local Spark however few its rows.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Sequence
+import random
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 import pyarrow as pa
 import pyarrow.compute as pc
 from deltalake import DeltaTable as RsDeltaTable
-from deltalake.exceptions import TableNotFoundError
+from deltalake.exceptions import CommitFailedError, TableNotFoundError
 from pydantic import BaseModel
 
 from resources.settings import Settings
@@ -29,6 +32,10 @@ if TYPE_CHECKING:  # Spark is imported by the methods that write; reads (status,
     from pyspark.sql import types as T
 
 CHANGE_DATA_FEED = {"delta.enableChangeDataFeed": "true"}
+COMMIT_ATTEMPTS = 5
+_T = TypeVar("_T")
+_table_locks: dict[str, threading.Lock] = {}
+_table_locks_guard = threading.Lock()
 
 
 @dataclass(frozen=True)
@@ -119,6 +126,10 @@ class Lakehouse(BaseModel):
         Spark's writes are: a writer that already committed that version writes nothing again. The table
         is created (with Change Data Feed, like the Spark-created ones) on the first write.
         """
+        path = self.table_path(name)
+        return commit_retried(path, lambda: self._insert_new(name, rows, keys, txn))
+
+    def _insert_new(self, name: str, rows: pa.Table, keys: Sequence[str], txn: tuple[str, int]) -> int:
         from deltalake import CommitProperties, Transaction, write_deltalake
 
         path = self.table_path(name)
@@ -238,6 +249,24 @@ class Lakehouse(BaseModel):
         with idempotent_dml(spark, txn):
             merge.execute()
         return self.version(name) or 0
+
+
+def commit_retried(path: str, write: Callable[[], _T]) -> _T:
+    """Run ``write``, a delta-rs read-check-commit on the table at ``path`` that several writers share
+    (quarantine, ingestion runs, check results), as this process's only writer of that table at a time,
+    and again when another process's commit won the race: each attempt re-reads the table (and its
+    transaction ids), so a retried write neither duplicates nor skips rows."""
+    with _table_locks_guard:
+        lock = _table_locks.setdefault(path, threading.Lock())
+    for attempt in range(1, COMMIT_ATTEMPTS + 1):
+        try:
+            with lock:
+                return write()
+        except CommitFailedError:
+            if attempt == COMMIT_ATTEMPTS:
+                raise
+            time.sleep(random.uniform(0.05, 0.25) * attempt)
+    raise AssertionError("unreachable")
 
 
 def key_condition(keys: Sequence[str]) -> str:

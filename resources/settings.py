@@ -94,6 +94,13 @@ class Settings(BaseSettings):
         "4g",
         description="Memory of the Spark driver, the run's process (`spark.driver.memory`).",
     )
+    pipeline_concurrent_steps: int = Field(
+        2,
+        ge=1,
+        description="Steps of a run that may run at once, in threads of the run's one process (one JVM, one "
+        "model; pipelines/executor.py). Independent steps (bronze and silver tables, their checks) overlap "
+        "while each waits on Spark; 1 runs one step at a time.",
+    )
     spark_driver_java_options: str = Field(
         "-XX:TieredStopAtLevel=1",
         description="JVM options of the Spark driver (`spark.driver.extraJavaOptions`; the class data "

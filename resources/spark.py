@@ -19,6 +19,7 @@ from resources.settings import PROJECT_ROOT, Settings
 DEFAULT_JARS_DIR = Path.home() / ".cache" / "groundwork" / "jars"
 DELTA_JARS_HINT = "run `make setup` (it fetches Delta Lake's jars from Maven Central into the jar cache)"
 _lock = threading.Lock()
+_threads = threading.local()
 log = logging.getLogger(__name__)
 
 
@@ -98,13 +99,13 @@ def get_spark(
     java_options: str = "",
     class_data: bool = True,
 ) -> SparkSession:
-    """Start (or reuse) this process's SparkSession; starting a JVM costs ~10 s, so it happens once
+    """This thread's SparkSession over the process's one JVM; starting a JVM costs ~10 s, so it happens once
     (again only when the JVM died). ``java_options`` go to the driver's JVM, with the class data
     archive unless ``class_data`` is False."""
     with _lock:
         active = _live_session()
         if active is not None:
-            return active
+            return _session_of_this_thread(active)
         os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
         os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
         # Spark's Python workers must import this checkout's code, whatever the driver's cwd.
@@ -139,7 +140,23 @@ def get_spark(
             builder = builder.config(key, value)
         session = builder.getOrCreate()
         session.sparkContext.setLogLevel("ERROR")
-        return session
+        return _session_of_this_thread(session)
+
+
+def _session_of_this_thread(live: SparkSession) -> SparkSession:
+    """This thread's own session over the process's one JVM and SparkContext.
+
+    Session state is per session: Delta's transaction id for a MERGE (``idempotent_dml``), temporary views,
+    runtime settings. Steps that run side by side in threads (``pipelines/executor.py``) must not see each
+    other's, so each thread gets a session of its own (``newSession``: it shares the context, the cache and
+    the catalog, and costs milliseconds), made the JVM thread's active one for Delta's commands.
+    """
+    own = getattr(_threads, "session", None)
+    if own is None or own.sparkContext is not live.sparkContext:
+        own = live.newSession()
+        _threads.session = own
+    SparkSession._get_j_spark_session_class(own._jvm).setActiveSession(own._jsparkSession)
+    return own
 
 
 def _live_session() -> SparkSession | None:

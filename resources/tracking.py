@@ -5,11 +5,17 @@ MLflow itself is imported only when a method needs it (importing it takes second
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 from pydantic import BaseModel
 
 from resources.settings import Settings
+
+# Stores this process has opened once. Opening a new SQLite store creates its schema: steps that run side by
+# side (pipelines/executor.py) must not both do it, so the first opening of each store is one at a time.
+_opened_stores: set[tuple[str, str]] = set()
+_opening = threading.Lock()
 
 
 class MLflowStore(BaseModel):
@@ -35,8 +41,16 @@ class MLflowStore(BaseModel):
 
         if self.tracking_uri.startswith("sqlite:///"):
             Path(self.tracking_uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+        registry = self.registry_uri or self.tracking_uri
         mlflow.set_tracking_uri(self.tracking_uri)
-        mlflow.set_registry_uri(self.registry_uri or self.tracking_uri)
+        mlflow.set_registry_uri(registry)
+        if (self.tracking_uri, registry) not in _opened_stores:
+            with _opening:
+                if (self.tracking_uri, registry) not in _opened_stores:
+                    client = mlflow.MlflowClient(tracking_uri=self.tracking_uri, registry_uri=registry)
+                    client.search_experiments(max_results=1)  # opens (and on first use creates) the store
+                    client.search_registered_models(max_results=1)
+                    _opened_stores.add((self.tracking_uri, registry))
         return mlflow
 
     def client(self):
@@ -44,9 +58,8 @@ class MLflowStore(BaseModel):
         from mlflow import MlflowClient
 
         self.configure()
-        return MlflowClient(
-            tracking_uri=self.tracking_uri, registry_uri=self.registry_uri or self.tracking_uri
-        )
+        registry = self.registry_uri or self.tracking_uri
+        return MlflowClient(tracking_uri=self.tracking_uri, registry_uri=registry)
 
     def experiment_id(self, name: str) -> str:
         """The experiment ``name``, created with its artifacts under ``artifact_uri`` (never ./mlruns)."""

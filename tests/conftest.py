@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import pickle
 import shutil
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,8 +24,9 @@ os.environ.pop("MLFLOW_EXPERIMENT_NAME", None)
 from dagster import DagsterInstance, ExecuteInProcessResult, materialize
 
 from assets.structured.assets import current_ingest_day
-from pipelines.cli import seed_landing
-from pipelines.definitions import all_assets
+from pipelines.cli import execute_with_job_executor, seed_landing
+from pipelines.definitions import all_assets, build_definitions
+from pipelines.jobs import MAIN_JOB
 from quality.checks import quality_checks
 from resources import Settings, build_resources
 from resources.settings import PROJECT_ROOT, SAMPLES_DIR
@@ -81,6 +83,13 @@ def run_all(
         selection=selection,
         raise_on_error=raise_on_error,
     )
+
+
+def run_main_job(settings: Settings, instance: DagsterInstance) -> ExecuteInProcessResult:
+    """The main job as `groundwork run` runs it: with the Definitions' executor, independent steps side by
+    side in this process's threads (pipelines/executor.py)."""
+    job = build_definitions(settings).resolve_job_def(MAIN_JOB)
+    return execute_with_job_executor(job, instance, str(uuid.uuid4()), None, current_ingest_day())
 
 
 DOCUMENT_ASSETS = ["bronze_documents", "silver_documents", "document_chunks", "chunk_embeddings"]
@@ -141,9 +150,9 @@ def sample_pipeline(tmp_path_factory, worker_id, request) -> PipelineRuns:
             settings.dagster_home.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(PROJECT_ROOT / "dagster.yaml", settings.dagster_home / "dagster.yaml")
             with DagsterInstance.from_config(str(settings.dagster_home)) as instance:
-                first = run_all(settings, instance)
+                first = run_main_job(settings, instance)
                 assert first.success
-                second = run_all(settings, instance)
+                second = run_main_job(settings, instance)
                 assert second.success
             result.write_bytes(pickle.dumps((materialized(first), materialized(second))))
     first_meta, second_meta = pickle.loads(result.read_bytes())
