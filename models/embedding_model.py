@@ -84,13 +84,21 @@ def encode(model, texts: list[str], batch_size: int, show_progress: bool = False
     order = np.argsort([-len(text) for text in texts], kind="stable")
     batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
     preprocess = getattr(model, "preprocess", None) or model.tokenize
+
+    def forward(rows, batch) -> None:
+        output = model(batch_to_device(batch, model.device))["sentence_embedding"]
+        vectors[rows] = torch.nn.functional.normalize(output.float(), p=2, dim=1).cpu().numpy()
+
+    if len(batches) == 1:  # a query or a few (serving): no tokenizer threads to start and stop
+        with torch.inference_mode():
+            forward(batches[0], preprocess([texts[i] for i in batches[0]]))
+        return vectors
     threads = max(1, min(TOKENIZER_THREADS, len(batches), (os.cpu_count() or 2) - 1))
     with ThreadPoolExecutor(threads, thread_name_prefix="tokenize") as pool, torch.inference_mode():
         features = pool.map(lambda rows: preprocess([texts[i] for i in rows]), batches)
         progress = tqdm(zip(batches, features, strict=True), total=len(batches), disable=not show_progress)
         for rows, batch in progress:
-            output = model(batch_to_device(batch, model.device))["sentence_embedding"]
-            vectors[rows] = torch.nn.functional.normalize(output.float(), p=2, dim=1).cpu().numpy()
+            forward(rows, batch)
     return vectors
 
 

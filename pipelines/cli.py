@@ -425,6 +425,10 @@ def serve(
     from serving.app import create_app
 
     settings = get_settings()
+    if settings.serve_torch_threads:
+        import torch
+
+        torch.set_num_threads(settings.serve_torch_threads)
     uvicorn.run(
         create_app(settings),
         host=host or settings.serve_host,

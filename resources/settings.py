@@ -200,6 +200,37 @@ class Settings(BaseSettings):
         description="Cosine similarity of two queries' embeddings from which the cache takes them for "
         "the same.",
     )
+    serve_batch_max_size: int = Field(
+        32,
+        ge=1,
+        description="Most queries embedded in one forward pass: concurrent requests' queries are batched "
+        "(serving/batching.py).",
+    )
+    serve_batch_window_ms: float = Field(
+        10.0,
+        ge=0,
+        description="How long a batch of queries waits, at most, for the requests already being handled "
+        "that have not queued their query yet, so that concurrent requests share a forward pass. A "
+        "request alone waits for nobody.",
+    )
+    serve_encoder_threads: int = Field(
+        2,
+        ge=1,
+        description="Threads of `groundwork serve` that embed batches of queries side by side.",
+    )
+    serve_torch_threads: int = Field(
+        1,
+        ge=0,
+        description="torch's threads per forward pass in `groundwork serve` (0: torch's default, one per "
+        "core). One per encoder thread measured best on two cores: torch's own thread pool spun on the "
+        "cores the requests' search and HTTP work needed (docs/benchmarks.md, Serving throughput).",
+    )
+    serve_queue_max: int = Field(
+        128,
+        ge=1,
+        description="Queries that may wait to be embedded; beyond it a request is answered 503 with "
+        "Retry-After at once (back-pressure) instead of waiting without bound.",
+    )
     audit_uri: str = Field(
         "",
         description="Delta table of the audit log: one row per data request (key name, endpoint, status, "

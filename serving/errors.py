@@ -17,10 +17,11 @@ log = logging.getLogger("groundwork.serving")
 class ApiError(Exception):
     """A request refused or failed with ``status`` and a message safe to show and to audit."""
 
-    def __init__(self, status: int, message: str):
+    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None):
         super().__init__(message)
         self.status = status
         self.message = message
+        self.headers = headers
 
 
 def error_response(
@@ -45,16 +46,16 @@ def validation_message(exc: RequestValidationError) -> str:
     return "invalid request: " + "; ".join(parts)
 
 
-def _refused(request: Request, status: int, message: str) -> JSONResponse:
+def _refused(request: Request, status: int, message: str, headers: dict | None = None) -> JSONResponse:
     """The error response, its message kept for the request's audit record."""
     request.state.audit["error"] = message
-    return error_response(status, message, request.state.request_id)
+    return error_response(status, message, request.state.request_id, headers)
 
 
 async def api_error(request: Request, exc: ApiError) -> JSONResponse:
     if exc.status >= 500:
         log.warning("request %s failed: %s", request.state.request_id, exc.message)
-    return _refused(request, exc.status, exc.message)
+    return _refused(request, exc.status, exc.message, exc.headers)
 
 
 async def invalid_request(request: Request, exc: InvalidRequest) -> JSONResponse:

@@ -6,6 +6,7 @@ A flag, not a filter: the passage is still returned (it may be the document the 
 
 from __future__ import annotations
 
+import functools
 import re
 
 INJECTION_PATTERNS: dict[str, re.Pattern[str]] = {
@@ -28,9 +29,18 @@ INJECTION_PATTERNS: dict[str, re.Pattern[str]] = {
 }
 
 
+# The patterns as one alternation, scanned once per text (seven scans per hit took 9% of the serving
+# process's GIL time under load); each pattern is a named group, so the match still says which one.
+_GROUP_NAMES = {f"p{i}": name for i, name in enumerate(INJECTION_PATTERNS)}
+_ANY_PATTERN = re.compile(
+    "|".join(f"(?P<{group}>{INJECTION_PATTERNS[name].pattern})" for group, name in _GROUP_NAMES.items()),
+    re.IGNORECASE,
+)
+
+
+@functools.lru_cache(maxsize=8192)
 def injection_match(text: str) -> str | None:
-    """The name of the first injection pattern ``text`` matches, or None."""
-    for name, pattern in INJECTION_PATTERNS.items():
-        if pattern.search(text):
-            return name
-    return None
+    """The name of an injection pattern ``text`` matches (the first in the text), or None. Cached: the
+    same chunks come back for many queries."""
+    found = _ANY_PATTERN.search(text)
+    return _GROUP_NAMES[found.lastgroup] if found else None

@@ -37,6 +37,15 @@ class Metrics:
         )
         self.audit_written = Gauge("groundwork_audit_records_written", "Audit records written", registry=r)
         self.audit_dropped = Gauge("groundwork_audit_records_dropped", "Audit records dropped", registry=r)
+        self.query_batch_size = Histogram(
+            "groundwork_query_batch_size",
+            "Queries embedded together in one batch (serving/batching.py)",
+            buckets=(1, 2, 4, 8, 16, 32, 64, 128),
+            registry=r,
+        )
+        self.query_queue_depth = Gauge(
+            "groundwork_query_queue_depth", "Queries waiting to be embedded", registry=r
+        )
         self.index_version = Gauge(
             "groundwork_index_version", "LanceDB version of the active table", registry=r
         )

@@ -232,6 +232,7 @@ class Searcher:
         embedders = embedder if isinstance(embedder, Sequence) else [embedder]
         self.embedders = {e.model_id: e for e in embedders}
         self.refresh_seconds = refresh_seconds
+        self.encode_query: Callable[[Embedder, str], np.ndarray] | None = None
         self._lock = threading.Lock()
         self._checked_at = float("-inf")
         self.table: lancedb.table.Table | None = None
@@ -313,8 +314,12 @@ class Searcher:
         return self._active
 
     def embed(self, query: str) -> np.ndarray:
-        """The query's vector from the active table's model."""
-        return self.embedder.encode([query])[0]
+        """The query's vector from the active table's model (through ``encode_query`` when set: the
+        server batches concurrent requests' queries)."""
+        embedder = self.embedder
+        if self.encode_query is not None:
+            return self.encode_query(embedder, query)
+        return embedder.encode([query])[0]
 
     def query_vector(
         self, query: str, vector: Sequence[float] | np.ndarray | None = None, state: IndexState | None = None
@@ -362,15 +367,20 @@ class Searcher:
         where = " AND ".join(f"({c})" for c in conditions) if conditions else None
         access_only = access is not None and not metadata_filtered
 
-        def fetch(builder, n: int) -> list[dict]:
-            if where:
-                builder = builder.where(where, prefilter=True)
-            return _rows(builder.select(_columns(state)).limit(n).to_arrow())
+        def fulltext(n: int) -> list[dict]:
+            """BM25 over the full-text index, on the Lance dataset in this thread: LanceDB's query builder
+            ran every query through its one background event loop (3.1 ms against 0.8 ms per query, and
+            a queue under concurrency)."""
+            columns = [*_columns(state), "_score"]
+            found = self._lance(table, state).to_table(
+                full_text_query=query, columns=columns, filter=where, prefilter=True, limit=n
+            )
+            return _rows(found)
 
         if mode != "fulltext":
             vector = self.query_vector(query, vector, state)
         if mode == "fulltext":
-            scored = [(r, _score(r, mode)) for r in fetch(table.search(query, query_type="fts"), k)]
+            scored = [(r, _score(r, mode)) for r in fulltext(k)]
         elif mode == "vector":
             rows = self._nearest(table, state, vector, k, where, access_only)
             scored = [(r, _score(r, mode)) for r in rows]
@@ -378,7 +388,7 @@ class Searcher:
             n = max(k, HYBRID_CANDIDATES)
             scored = fuse_by_document(
                 self._nearest(table, state, vector, n, where, access_only),
-                fetch(table.search(query, query_type="fts"), n),
+                fulltext(n),
             )[:k]
         hits = [_hit(r, score, state) for r, score in scored]
         if allowed is not None:

@@ -14,6 +14,7 @@ import numpy as np
 from resources.lancedb import LanceDBStore
 from resources.settings import Settings
 from serving.audit import AuditLog
+from serving.batching import Overloaded, QueryBatcher
 from serving.cache import CacheScope, SemanticCache
 from serving.errors import ApiError
 from serving.keys import Caller, KeyStore
@@ -47,7 +48,7 @@ class Retrieval:
     hits: list[Hit]
     state: IndexState
     groups: frozenset[str]
-    vector: np.ndarray
+    vector: np.ndarray | None  # None for a full-text query with the cache off
     cached: bool
 
 
@@ -72,6 +73,14 @@ class Service:
         self.metrics.audit_written.set_function(lambda: self.audit.written)
         self.metrics.audit_dropped.set_function(lambda: self.audit.dropped + self.audit.failed)
         self.metrics.registry.register(FilterPlanCollector(lambda: self._searcher))
+        self.batcher = QueryBatcher(
+            max_batch=settings.serve_batch_max_size,
+            window_s=settings.serve_batch_window_ms / 1000,
+            max_queue=settings.serve_queue_max,
+            on_batch=lambda size, _: self.metrics.query_batch_size.observe(size),
+            workers=settings.serve_encoder_threads,
+        )
+        self.metrics.query_queue_depth.set_function(lambda: self.batcher.waiting)
         self._searcher: Searcher | None = None
         self._lock = threading.Lock()
         self._prompt: tuple[float, Any] | None = None
@@ -90,7 +99,15 @@ class Service:
                         refresh_seconds=self.settings.serve_refresh_seconds,
                         resolve=self.registered_embedder,
                     )
+                    self._searcher.encode_query = self._encode_query
         return self._searcher
+
+    def _encode_query(self, embedder, text: str) -> np.ndarray:
+        """One query's vector, embedded in a batch with the other requests' (503 when too many wait)."""
+        try:
+            return self.batcher.encode(embedder.model_id, embedder.encode, text)
+        except Overloaded as exc:
+            raise ApiError(503, str(exc), headers={"Retry-After": str(exc.retry_after_s)}) from None
 
     def registered_embedder(self, model: dict):
         """The embedder of the active table's ``model`` (``table_model``), so a promotion or rollback is
@@ -144,9 +161,12 @@ class Service:
         try:
             groups = effective_groups(caller.groups, query.filters)
             filter_clause(query.filters, state.columns)
-            vector = searcher.query_vector(
-                query.query, query.vector if isinstance(query, SearchRequest) else None, state
-            )
+            given = query.vector if isinstance(query, SearchRequest) else None
+            # A full-text query needs its vector only as the semantic cache's key (and /answer's).
+            needs_vector = query.mode != "fulltext" or self.cache.enabled or given is not None
+            if given is not None or not needs_vector:
+                self.batcher.arrived()  # no query of this request for the batcher to wait for
+            vector = searcher.query_vector(query.query, given, state) if needs_vector else None
         except GroupNotAllowedError as exc:
             raise ApiError(403, str(exc)) from None
         except ModelMismatchError as exc:
