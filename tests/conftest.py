@@ -42,6 +42,7 @@ SLOWEST_FIRST = [
     "test_scale_out.py",
     "test_ui_browser.py",
     "test_maintenance.py",
+    "test_serving_concurrency.py",
     "test_registry.py",
     "test_quality.py",
     "test_model_change.py",

@@ -13,7 +13,7 @@ import lancedb
 import numpy as np
 import pyarrow as pa
 import pytest
-from conftest import make_settings, run_all
+from conftest import make_settings, run_main_job
 from dagster import DagsterEventType, DagsterInstance, DefaultScheduleStatus
 from deltalake import DeltaTable
 
@@ -128,9 +128,10 @@ def small_pipeline(tmp_path_factory, spark):
     for relative in ["policies/return-policy.md", "policies/shipping-policy.md", "faq/gift-cards.md"]:
         (docs / relative).parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(SAMPLES_DIR / "documents" / relative, docs / relative)
-    assert run_all(settings).success
-    (docs / "faq/gift-cards.md").write_text("# Gift cards\n\nGift cards never expire and work online.\n")
-    assert run_all(settings).success
+    with DagsterInstance.ephemeral() as instance:  # as `groundwork run` runs: steps side by side
+        assert run_main_job(settings, instance).success
+        (docs / "faq/gift-cards.md").write_text("# Gift cards\n\nGift cards never expire and work online.\n")
+        assert run_main_job(settings, instance).success
     return settings
 
 
