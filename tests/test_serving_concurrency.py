@@ -19,6 +19,7 @@ from conftest import make_settings, run_documents
 from prometheus_client.parser import text_string_to_metric_families
 from test_serving import CANDIDATE, Server, gold_table, sync
 
+from benchmarks.serve_throughput import Load
 from pipelines.maintenance import maintain_lancedb
 from resources import EmbedderResource
 from resources.lancedb.tables import activate, active_table_name
@@ -155,52 +156,6 @@ def test_a_full_queue_is_answered_503_with_retry_after_at_once(served):
     assert by_status["503"] == 1 and by_status["200"] >= 1
 
 
-class Clients:
-    """``n`` clients querying in every mode until stopped; each response's hits must all come from the
-    table and version the response names."""
-
-    def __init__(self, url: str, headers: dict, n: int):
-        self.url, self.headers = url, headers
-        self.outcomes: Counter = Counter()
-        self.versions: set[tuple[str, int]] = set()
-        self.inconsistent = 0
-        self._stop = threading.Event()
-        self._lock = threading.Lock()
-        self._threads = [threading.Thread(target=self._run, args=(i,), daemon=True) for i in range(n)]
-
-    def _run(self, i: int) -> None:
-        modes = ["vector", "fulltext", "hybrid"]
-        with httpx.Client(base_url=self.url, headers=self.headers, timeout=30) as client:
-            n = i
-            while not self._stop.is_set():
-                n += 1
-                body = {"query": QUERIES[n % len(QUERIES)], "k": 5, "mode": modes[n % 3]}
-                try:
-                    r = client.post("/search", json=body)
-                except httpx.TransportError as exc:
-                    with self._lock:
-                        self.outcomes[f"connection error {type(exc).__name__}"] += 1
-                    continue
-                with self._lock:
-                    self.outcomes[r.status_code] += 1
-                    if r.status_code == 200:
-                        found = r.json()
-                        version = (found["table_name"], found["table_version"])
-                        self.versions.add(version)
-                        if any((h["table_name"], h["table_version"]) != version for h in found["hits"]):
-                            self.inconsistent += 1
-
-    def __enter__(self) -> Clients:
-        for t in self._threads:
-            t.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._stop.set()
-        for t in self._threads:
-            t.join(60)
-
-
 def test_clients_see_no_error_while_a_pipeline_run_a_compaction_and_a_model_switch_change_the_index(
     spark, tmp_path
 ):
@@ -216,7 +171,7 @@ def test_clients_see_no_error_while_a_pipeline_run_a_compaction_and_a_model_swit
     app = create_app(settings, embedders=[EmbedderResource(), CANDIDATE])
     headers = {"X-API-Key": key}
     with Server(app) as server:
-        with Clients(server.url, headers, 4) as clients:
+        with Load(server.port, key, QUERIES, clients=4, mode="mix", seed=1) as load:
             time.sleep(1)
             late = documents / "faq" / "gift-cards.md"
             late.parent.mkdir(parents=True, exist_ok=True)
@@ -232,10 +187,10 @@ def test_clients_see_no_error_while_a_pipeline_run_a_compaction_and_a_model_swit
         after = httpx.post(
             f"{server.url}/search", json={"query": "gift card balance", "k": 3}, headers=headers
         ).json()
-    assert clients.outcomes[200] > 20
-    assert set(clients.outcomes) == {200}, clients.outcomes
-    assert clients.inconsistent == 0
-    assert {name for name, _ in clients.versions} == {champion, candidate.table_name}
-    assert len({v for n, v in clients.versions if n == champion}) >= 2  # before and after the run
+    answered = load.result
+    assert len(answered.latencies_ms) > 20
+    assert not answered.errors, answered.errors  # no 5xx, no connection error, no mixed table versions
+    assert {name for name, _ in answered.versions} == {champion, candidate.table_name}
+    assert len({v for n, v in answered.versions if n == champion}) >= 2  # before and after the run
     assert after["table_name"] == champion
     assert any(h["path"].endswith("gift-cards.md") for h in after["hits"])
