@@ -70,7 +70,9 @@ def run_pipeline(
     return succeeded
 
 
-def execute_with_job_executor(job, instance, run_id: str, keys, partition_key: str):
+def execute_with_job_executor(
+    job, instance, run_id: str, keys, partition_key: str | None, raise_on_error: bool = False
+):
     """``job.execute_in_process``, but with the job's own executor (``execute_in_process`` always runs one
     step at a time): the same run, events and result, with independent steps side by side."""
     from dagster._core.definitions.job_base import InMemoryJob
@@ -83,7 +85,7 @@ def execute_with_job_executor(job, instance, run_id: str, keys, partition_key: s
         job=InMemoryJob(ephemeral.with_executor_def(job.executor_def)),
         instance=instance,
         output_capturing_enabled=True,
-        raise_on_error=False,
+        raise_on_error=raise_on_error,
         run_tags=tags,
         run_id=run_id,
         asset_selection=frozenset(keys or ()),

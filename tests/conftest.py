@@ -5,6 +5,7 @@ Everything is real: Spark with Delta, LanceDB on disk, the packaged embedding mo
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pickle
 import shutil
@@ -21,11 +22,12 @@ os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
 os.environ.pop("MLFLOW_EXPERIMENT_ID", None)
 os.environ.pop("MLFLOW_EXPERIMENT_NAME", None)
 
-from dagster import DagsterInstance, ExecuteInProcessResult, materialize
+from dagster import AssetKey, DagsterInstance, Definitions, ExecuteInProcessResult, materialize
 
 from assets.structured.assets import current_ingest_day
 from pipelines.cli import execute_with_job_executor, seed_landing
 from pipelines.definitions import all_assets, build_definitions
+from pipelines.executor import threaded_executor
 from pipelines.jobs import MAIN_JOB
 from quality.checks import quality_checks
 from resources import Settings, build_resources
@@ -75,15 +77,19 @@ def run_all(
     selection: list[str] | None = None,
     **resources,
 ) -> ExecuteInProcessResult:
-    """One real Dagster materialization of every asset, in this process (so Spark is shared)."""
-    return materialize(
-        [*all_assets(settings), *quality_checks(settings.sources_file)],
+    """One real Dagster materialization of every asset (or ``selection`` and their checks), in this process
+    (so Spark is shared), with independent steps side by side as `groundwork run` runs them."""
+    defs = Definitions(
+        assets=all_assets(settings),
+        asset_checks=quality_checks(settings.sources_file),
         resources={**build_resources(settings), **resources},
-        instance=instance,
-        partition_key=partition_key or current_ingest_day(),
-        selection=selection,
-        raise_on_error=raise_on_error,
+        executor=threaded_executor,
     )
+    job = defs.resolve_implicit_global_asset_job_def()
+    keys = [AssetKey(name) for name in selection] if selection else None
+    day = partition_key or current_ingest_day()
+    with contextlib.nullcontext(instance) if instance else DagsterInstance.ephemeral() as run_instance:
+        return execute_with_job_executor(job, run_instance, str(uuid.uuid4()), keys, day, raise_on_error)
 
 
 def run_main_job(settings: Settings, instance: DagsterInstance) -> ExecuteInProcessResult:
