@@ -22,7 +22,7 @@ os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
 os.environ.pop("MLFLOW_EXPERIMENT_ID", None)
 os.environ.pop("MLFLOW_EXPERIMENT_NAME", None)
 
-from dagster import AssetKey, DagsterInstance, Definitions, ExecuteInProcessResult, materialize
+from dagster import AssetKey, DagsterInstance, Definitions, ExecuteInProcessResult
 
 from assets.structured.assets import current_ingest_day
 from pipelines.cli import execute_with_job_executor, seed_landing
@@ -79,6 +79,18 @@ def run_all(
 ) -> ExecuteInProcessResult:
     """One real Dagster materialization of every asset (or ``selection`` and their checks), in this process
     (so Spark is shared), with independent steps side by side as `groundwork run` runs them."""
+    day = partition_key or current_ingest_day()
+    return _materialize(settings, instance, raise_on_error, day, selection, resources)
+
+
+def _materialize(
+    settings: Settings,
+    instance: DagsterInstance | None,
+    raise_on_error: bool,
+    partition_key: str | None,
+    selection: list[str] | None,
+    resources: dict,
+) -> ExecuteInProcessResult:
     defs = Definitions(
         assets=all_assets(settings),
         asset_checks=quality_checks(settings.sources_file),
@@ -87,9 +99,9 @@ def run_all(
     )
     job = defs.resolve_implicit_global_asset_job_def()
     keys = [AssetKey(name) for name in selection] if selection else None
-    day = partition_key or current_ingest_day()
     with contextlib.nullcontext(instance) if instance else DagsterInstance.ephemeral() as run_instance:
-        return execute_with_job_executor(job, run_instance, str(uuid.uuid4()), keys, day, raise_on_error)
+        run_id = str(uuid.uuid4())
+        return execute_with_job_executor(job, run_instance, run_id, keys, partition_key, raise_on_error)
 
 
 def run_main_job(settings: Settings, instance: DagsterInstance) -> ExecuteInProcessResult:
@@ -106,12 +118,7 @@ def run_documents(settings: Settings, raise_on_error: bool = True, **resources) 
     """The documents' chain, landing to index, with its blocking checks: for tests that land only
     documents (the structured sources' steps would each start a stream on an empty landing zone).
     Not partitioned: only the structured sources are, by ingest day."""
-    return materialize(
-        [*all_assets(settings), *quality_checks(settings.sources_file)],
-        resources={**build_resources(settings), **resources},
-        selection=DOCUMENT_ASSETS,
-        raise_on_error=raise_on_error,
-    )
+    return _materialize(settings, None, raise_on_error, None, DOCUMENT_ASSETS, resources)
 
 
 def materialized(result: ExecuteInProcessResult) -> dict[str, dict]:
