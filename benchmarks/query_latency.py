@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -32,6 +31,7 @@ import lancedb
 import numpy as np
 import pyarrow as pa
 
+from benchmarks.startup import create_api_key, free_port
 from models.embedding_model import MODEL_NAME, packaged_model_version
 from resources.lancedb.query import nearest
 from resources.lancedb.sync import maintain_indexes
@@ -185,12 +185,6 @@ def in_process(uri: Path, queries: np.ndarray) -> tuple[list[float], list[float]
     return served, bare, dict(searcher.filter_plans)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def over_http(uri: Path, queries: np.ndarray) -> list[float]:
     """Latency of POST /search with a vector body against `groundwork serve` in a subprocess, in ms."""
     import httpx
@@ -204,14 +198,8 @@ def over_http(uri: Path, queries: np.ndarray) -> list[float]:
         "PYTHONPATH": str(Path(__file__).resolve().parents[1]),
     }
     cli = [sys.executable, "-m", "pipelines.cli"]
-    key = subprocess.run(
-        [*cli, "keys", "create", "--name", "bench", "--groups", "public", "--quiet"],
-        env=env,
-        check=True,
-        capture_output=True,
-        text=True,
-    ).stdout.strip()
-    port = _free_port()
+    key = create_api_key(cli, env, "bench")
+    port = free_port()
     server = subprocess.Popen(
         [*cli, "serve", "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"], env=env
     )

@@ -43,7 +43,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import numpy as np
 
-from benchmarks.startup import command_env, free_port, groundwork, seed_landing
+from benchmarks.startup import command_env, create_api_key, free_port, groundwork, seed_landing
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 MODES = ("vector", "fulltext", "hybrid")
@@ -272,14 +272,7 @@ def main() -> None:
         f"{batched:.0f}/s in batches of 32",
         flush=True,
     )
-    name = f"bench-{time.time_ns()}"
-    key = subprocess.run(
-        [groundwork(), "keys", "create", "--name", name, "--groups", "public", "--quiet"],
-        env=env,
-        check=True,
-        capture_output=True,
-        text=True,
-    ).stdout.strip()
+    key = create_api_key([groundwork()], env, f"bench-{time.time_ns()}")
     port = free_port()
     with open(scratch / "serve.log", "w") as out:
         server = subprocess.Popen(

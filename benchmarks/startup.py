@@ -232,6 +232,17 @@ def last_dagster_run_seconds(home: Path) -> float | None:
     return None if row is None or row[0] is None else float(row[1]) - float(row[0])
 
 
+def create_api_key(cli: list[str], env: dict[str, str], name: str, groups: str = "public") -> str:
+    """A new serving key named ``name`` for ``groups``, created with the CLI (``cli``: how to run it)."""
+    return subprocess.run(
+        [*cli, "keys", "create", "--name", name, "--groups", groups, "--quiet"],
+        env=env,
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -5,9 +5,11 @@ multiprocess executor) would start a JVM per step, and one step at a time (the i
 a core idle while a step waits on the JVM's scheduling, Delta's log and commits: on two cores the sample
 run's CPUs were idle 20-45% of its wall time. Independent steps (the bronze tables, the silver tables,
 their checks) overlap here; dependencies, blocking checks, retries and the event log are Dagster's own
-(``ActiveExecution``), as in the in-process executor this follows. Shared state a step changes for its
-own statements (Delta's transaction id in the Spark session) is guarded where it is set
-(``resources.lakehouse.idempotent_dml``).
+(``ActiveExecution``), as in the in-process executor this follows. What steps share is made safe where it
+lives: each thread has its own Spark session (``resources.spark``: Delta's transaction id is session
+state), shared small Delta tables take one writer at a time (``resources.lakehouse.commit_retried``), GX
+validates one suite at a time (``quality.validation``), the MLflow store is opened once
+(``resources.tracking``).
 """
 
 from __future__ import annotations
