@@ -6,6 +6,9 @@
 
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
+# Independent set-up steps side by side on a fresh machine: the Python environment (PyPI), the jars (Maven
+# Central, one mvn at a time: they share ~/.m2) and apt's chromium download at once.
+MAKEFLAGS += --jobs=3
 CACHE ?= $(HOME)/.cache/groundwork
 VENV ?= $(CACHE)/venv
 PY := $(VENV)/bin/python
@@ -59,8 +62,9 @@ $(JARS_STAMP):
 	done
 	touch $@
 
-# Order-only: the stamp's name carries the pom's hash (a fresh clone's newer pom needs no new fetch).
-$(S3A_STAMP): | $(S3A_POM)
+# Order-only: the stamp's name carries the pom's hash (a fresh clone's newer pom needs no new fetch); after
+# the Delta jars, so two mvn processes never write the same local repository at once.
+$(S3A_STAMP): | $(S3A_POM) $(JARS_STAMP)
 	@echo "==> fetching the s3a jars (hadoop-aws, AWS SDK v2 s3) from Maven Central into $(JARS)/s3a (once)"
 	rm -rf $(JARS)/s3a && mkdir -p $(JARS)/s3a
 	mvn -q -B -f $(S3A_POM) dependency:copy-dependencies -DoutputDirectory=$(JARS)/s3a \
@@ -83,9 +87,10 @@ demo: setup
 
 # Tests run in TEST_WORKERS processes (pytest-xdist, one test file per worker at a time): the suite waits
 # on subprocesses, JVMs and servers more than it computes, so 3 workers on 2 cores finish sooner than 1.
+# --no-loadscope-reorder: files go out in tests/conftest.py's order (slowest first), not by test count.
 TEST_WORKERS ?= 3
 test: setup browser
-	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder $(PYTEST_ARGS)
 
 # Debian's chromium, for the browser test (tests/test_ui_browser.py); needs root (or sudo) on a fresh machine.
 browser:

@@ -6,9 +6,12 @@ Everything is real: Spark with Delta, LanceDB on disk, the packaged embedding mo
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import pickle
 import shutil
+import subprocess
+import sys
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -63,6 +66,67 @@ def pytest_configure(config) -> None:
     config.addinivalue_line(
         "markers", "scale_out: a Spark standalone cluster or an S3 endpoint on loopback (pytest -m scale_out)"
     )
+
+
+# Runs the `groundwork` command in a fresh process, as its console script does, and at exit reports which of
+# the watched packages it imported (atexit runs after typer's SystemExit and after uvicorn's graceful
+# shutdown; `run` ends with os._exit, which reports first): each test that runs a CLI command also checks
+# what it imported (issue 17's lean start-up).
+WATCHED_PACKAGES = ["dagster", "pyspark", "mlflow", "great_expectations"]
+ENGINES = {"dagster", "pyspark", "great_expectations"}
+_CLI_RUNNER = f"""
+import atexit, json, os, sys
+stderr = os.fdopen(os.dup(2), "w")  # `groundwork run` sends fd 2 to its log: report to the original
+def report():
+    loaded = sorted({{name.split(".")[0] for name in sys.modules}} & set({WATCHED_PACKAGES!r}))
+    print("IMPORTED=" + json.dumps(loaded), file=stderr, flush=True)
+atexit.register(report)
+_exit = os._exit  # `groundwork run` ends with os._exit (no interpreter teardown, so no atexit)
+os._exit = lambda code: (report(), _exit(code))
+from pipelines.cli import app
+sys.argv = ["groundwork", *sys.argv[1:]]
+app()
+"""
+
+
+def groundwork_command(*args: str) -> list[str]:
+    """The command line that runs ``groundwork *args`` and reports its imports (``imported_packages``)."""
+    return [sys.executable, "-c", _CLI_RUNNER, *args]
+
+
+def groundwork_env(home: Path, **extra: str) -> dict[str, str]:
+    return {
+        **os.environ,
+        "GROUNDWORK_HOME": str(home),
+        "GROUNDWORK_SPARK_MASTER": "local[2]",
+        "PYTHONPATH": str(PROJECT_ROOT),
+        **extra,
+    }
+
+
+def imported_packages(stderr: str) -> set[str]:
+    [line] = [line for line in stderr.splitlines() if line.startswith("IMPORTED=")]
+    return set(json.loads(line.removeprefix("IMPORTED=")))
+
+
+def run_groundwork(
+    home: Path, *args: str, check: bool = True, timeout: int = 600, **env: str
+) -> tuple[subprocess.CompletedProcess, set[str]]:
+    """``groundwork *args`` in a fresh process on ``home``: its result and the packages it imported."""
+    out = subprocess.run(
+        groundwork_command(*args),
+        env=groundwork_env(home, **env),
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    if check and out.returncode != 0:
+        raise AssertionError(
+            f"groundwork {' '.join(args)} exited {out.returncode}:\n{out.stdout[-3000:]}"
+            f"\n{out.stderr[-3000:]}"
+        )
+    return out, imported_packages(out.stderr)
 
 
 def make_settings(home: Path, **overrides) -> Settings:

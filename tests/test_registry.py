@@ -4,15 +4,13 @@ retrieval evaluation asset, eval-gated promotion and rollback, and their CLI com
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import PipelineRuns, make_settings
+from conftest import ENGINES, PipelineRuns, make_settings, run_groundwork
 
 from models.embedding_model import packaged_model_path
 from models.evaluation import load_gold
@@ -32,7 +30,6 @@ from resources.settings import SAMPLES_DIR
 from serving.champion import champion_searcher
 
 GOLD = SAMPLES_DIR / "gold" / "questions.jsonl"
-BIN = Path(sys.executable).parent
 
 
 @pytest.fixture(scope="module")
@@ -247,10 +244,7 @@ def test_promotion_is_gated_on_ndcg_and_rollback_is_followed_without_restart(sam
 
 
 def _groundwork(home: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-    env = {**os.environ, "GROUNDWORK_HOME": str(home), "GROUNDWORK_SPARK_MASTER": "local[2]"}
-    out = subprocess.run(
-        [BIN / "groundwork", *args], env=env, capture_output=True, text=True, timeout=600, check=check
-    )
+    out, _ = run_groundwork(home, *args, check=check)
     out.stdout = out.stdout if "--json" in args else " ".join(out.stdout.split())  # undo terminal wrapping
     return out
 
@@ -259,7 +253,9 @@ def _groundwork(home: Path, *args: str, check: bool = True) -> subprocess.Comple
 def test_cli_eval_models_and_prompts(sample_pipeline, tmp_path):
     home = _copy_home(sample_pipeline, tmp_path / "home").home
 
-    report = json.loads(_groundwork(home, "eval", "--gold", str(GOLD), "--json").stdout)
+    evaluated, imported = run_groundwork(home, "eval", "--gold", str(GOLD), "--json")
+    assert not imported & ENGINES, imported  # evaluation reads LanceDB and the registry, no engine
+    report = json.loads(evaluated.stdout)
     assert set(report["modes"]) == {"vector", "fulltext", "hybrid"}
     assert report["modes"]["hybrid"]["recall@5"] >= 0.8 and report["unknown_relevant_paths"] == []
     one = json.loads(
