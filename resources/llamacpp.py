@@ -64,6 +64,7 @@ class LocalModel:
             params.cpuparams.n_threads = self.threads
             params.cpuparams_batch.n_threads = self.threads
             params.warmup = False
+            params.verbosity = -1  # llama.cpp's per-request timings on stderr: errors only
             self._server = xllamacpp.Server(params)
             log.info("loaded %s (%d thread(s))", self.path, self.threads)
         return self._server

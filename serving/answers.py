@@ -112,8 +112,7 @@ class Generators:
         if not names:
             local = self.local()
             names = FULL_CHAIN if local.backend is not None else ENDPOINTS_ONLY
-        links: list[Link] = []
-        skipped: list[Step] = []
+        entries: list[Link | Step] = []
         for name in names:
             backend: Backend | None
             if name in ("primary", "fallback"):
@@ -122,15 +121,16 @@ class Generators:
                 local = local or self.local()
                 backend, reason = local.backend, local.reason
             else:
-                links.append(Link(self.extractive, None, self.policy))
+                entries.append(Link(self.extractive, None, self.policy))
                 continue
             if backend is None:
-                skipped.append(Step(name, None, "skipped", reason))
+                entries.append(Step(name, None, "skipped", reason))
             else:
-                links.append(Link(backend, self.breaker(name), self.policy))
-        if not links and not self.explicit:
+                entries.append(Link(backend, self.breaker(name), self.policy))
+        chain = GeneratorChain(entries, on_call=self.on_call)
+        if not chain.links and not self.explicit:
             return None
-        return GeneratorChain(links, skipped, on_call=self.on_call)
+        return chain
 
     @staticmethod
     def signature(chain: GeneratorChain | None) -> tuple:

@@ -117,7 +117,7 @@ class AuthenticateMeasureAudit:
             refused = error_response(413, f"request body over {MAX_BODY_BYTES} bytes", request_id)
         elif protected:
             try:
-                service.limits.admit(caller.name)
+                service.key_limits.admit(caller.name)
             except LimitExceeded as exc:
                 service.metrics.limited.labels(caller.name, exc.reason).inc()
                 request.state.audit["error"] = str(exc)

@@ -70,19 +70,21 @@ def _failure_reason(exc: BackendError) -> str:
 
 
 class GeneratorChain:
-    """The links in order; ``skipped`` are backends named in the chain but not set up, with the reason."""
+    """The backends in order: a Link to try, or the Step of one named in the chain but not set up."""
 
     def __init__(
         self,
-        links: list[Link],
-        skipped: list[Step] | None = None,
+        entries: list[Link | Step],
         sleep: Callable[[float], None] = time.sleep,
         on_call: Callable[[str, str], None] | None = None,
     ):
-        self.links = links
-        self.skipped = skipped or []
+        self.entries = entries
         self.sleep = sleep
         self.on_call = on_call or (lambda backend, outcome: None)
+
+    @property
+    def links(self) -> list[Link]:
+        return [entry for entry in self.entries if isinstance(entry, Link)]
 
     def generate(
         self,
@@ -90,8 +92,11 @@ class GeneratorChain:
         on_token: TokenSink | None = None,
         on_restart: Callable[[str, str], None] | None = None,
     ) -> Generation:
-        trail = list(self.skipped)
-        for link in self.links:
+        trail: list[Step] = []
+        for link in self.entries:
+            if isinstance(link, Step):
+                trail.append(link)
+                continue
             backend = link.backend
             emitted: list[str] = []
 

@@ -53,8 +53,8 @@ BREAKER_LEVEL = {BreakerState.CLOSED: 0, BreakerState.HALF_OPEN: 1, BreakerState
 
 class CircuitBreaker:
     """Closed → open after ``failures`` consecutive failures, or when at least ``timeout_rate`` of the
-    last ``window`` calls (at least ``failures`` calls, or a full window) timed out; open → half-open after ``cooldown_s``,
-    where one probe call decides: a success closes it, a failure opens it again for another cool-down."""
+    last ``window`` calls (at least ``failures`` calls, or a full window) timed out; open → half-open
+    after ``cooldown_s``, where one probe decides: a success closes it, a failure opens it again."""
 
     def __init__(
         self,

@@ -117,7 +117,7 @@ class Service:
             workers=settings.serve_encoder_threads,
         )
         self.metrics.query_queue_depth.set_function(lambda: self.batcher.waiting)
-        self.limits = KeyLimits(settings.serve_key_requests_per_minute, settings.serve_key_tokens_per_day)
+        self.key_limits = KeyLimits(settings.serve_key_requests_per_minute, settings.serve_key_tokens_per_day)
         self.generators = Generators(
             settings,
             tracking,
@@ -305,7 +305,7 @@ class Service:
         if chain is None:
             return PendingAnswer(AnswerResponse(**base, generated=False, answer=None, llm_model=None))
         try:
-            self.limits.check_budget(key)
+            self.key_limits.check_budget(key)
         except LimitExceeded as exc:
             self.metrics.limited.labels(key, exc.reason).inc()
             raise limit_error(exc) from None
@@ -320,7 +320,7 @@ class Service:
             backend, completion = generation.backend, generation.completion
             checked = ground(completion.text, len(found.hits))
             spent = completion.prompt_tokens + completion.completion_tokens
-            self.limits.spend(key, spent)
+            self.key_limits.spend(key, spent)
             m = self.metrics
             m.answer_tokens.labels(key, backend.name, "prompt").inc(completion.prompt_tokens)
             m.answer_tokens.labels(key, backend.name, "completion").inc(completion.completion_tokens)
