@@ -15,6 +15,7 @@ from fault_server import FaultServer
 from prometheus_client.parser import text_string_to_metric_families
 from test_serving import QUESTION, Server, gold_table, sync
 
+from models.evaluation import refusal_threshold
 from models.generator_registry import ensure_generator
 from models.prompt_registry import sync_prompts
 from resources import EmbedderResource, build_resources
@@ -207,6 +208,15 @@ def test_the_extractive_answer_quotes_the_best_unflagged_passages_with_citations
     text = ExtractiveBackend().complete(REQUEST).text
     assert text == f'From the sources: "{HITS[0].text}" [1]'  # its one sentence, not the flagged passage
     assert ground(text, len(HITS)).grounded
+
+
+def test_the_refusal_threshold_separates_answerable_from_unanswerable_questions():
+    calibration = refusal_threshold([0.46, 0.5, 0.77], [0.09, 0.2, 0.3])
+    assert calibration.threshold == 0.38  # the middle of the widest gap: 0.3 .. 0.46
+    assert calibration.answerable_kept == calibration.unanswerable_refused == 1.0
+    overlapping = refusal_threshold([0.3, 0.6, 0.7, 0.8], [0.1, 0.2, 0.4])
+    assert overlapping.threshold == 0.5 and overlapping.answerable_kept == 0.75
+    assert overlapping.unanswerable_refused == 1.0
 
 
 # ---- /answer over HTTP: real index, real registry, real local model -------------------------------------
