@@ -46,10 +46,13 @@ class LocalModel:
     """A GGUF model loaded once (about 2 s and 200 MB for SmolLM2-135M) and answering one request at a
     time: llama.cpp runs one slot here, and on two shared cores one thread decodes fastest."""
 
-    def __init__(self, path: Path | str, threads: int = 1, context: int = 2048):
+    def __init__(self, path: Path | str, threads: int = 1, context: int = 2048, cache_prompt: bool = True):
         self.path = str(path)
         self.threads = threads
         self.context = context
+        self.cache_prompt = (
+            cache_prompt  # reuse the KV cache of a shared prompt prefix (the template's rules)
+        )
         self._server: Any = None
         self._lock = threading.Lock()
 
@@ -78,6 +81,7 @@ class LocalModel:
             "messages": [{"role": "user", "content": prompt}],
             "max_tokens": max_tokens,
             "temperature": 0,
+            "cache_prompt": self.cache_prompt,
         }
         with self._lock:
             server = self._load()
