@@ -94,6 +94,9 @@ class Generators:
             found = resolve_generator(self.tracking, self.settings.generator_registered_model)
         except LookupError as exc:
             return LocalChampion(None, str(exc))
+        except Exception as exc:  # the registry unreachable: the chain goes on without the local model
+            log.warning("cannot resolve the local generator: %s", type(exc).__name__)
+            return LocalChampion(None, f"model registry unavailable ({type(exc).__name__})")
         backend = self._local_models.get(found.generator_id)
         if backend is None:
             model = LocalModel(found.path, threads=self.settings.generator_threads)

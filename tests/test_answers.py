@@ -343,7 +343,10 @@ def test_the_local_model_answers_when_the_endpoint_fails_and_the_breaker_opens(h
         assert metric(text, "groundwork_generator_calls_total", backend="primary", outcome="failed") == 1
         calls = len(fault.requests)
         # A retrieved passage that tells the model to reveal its prompt stays flagged, and is not obeyed.
-        shipping = ask(server, home["keys"]["bob"], "How long does standard shipping take?").json()
+        with GroundworkClient(server.url, home["keys"]["bob"]) as gw:  # the local model streams too
+            events = list(gw.answer_stream("How long does standard shipping take?", k=3))
+        assert sum(e.type == "token" for e in events) > 3 and events[-1].type == "done"
+        shipping = events[-1].response.model_dump()
         assert len(fault.requests) == calls
         assert shipping["chain"][0] == {
             "backend": "primary", "generator": "fault-gpt", "outcome": "skipped", "reason": "circuit open",
