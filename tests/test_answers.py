@@ -9,8 +9,10 @@ import json
 import time
 
 import httpx
+import pyarrow as pa
 import pytest
 from conftest import make_settings
+from deltalake import write_deltalake
 from fault_server import FaultServer
 from prometheus_client.parser import text_string_to_metric_families
 from test_serving import QUESTION, Server, gold_table, sync
@@ -20,7 +22,7 @@ from models.generator_registry import ensure_generator
 from models.prompt_registry import sync_prompts
 from resources import EmbedderResource, build_resources
 from serving.app import create_app
-from serving.audit import read_audit
+from serving.audit import AuditLog, read_audit
 from serving.chain import GeneratorChain, Link, NoBackendAnswered
 from serving.client import GroundworkClient, GroundworkError
 from serving.generators import ExtractiveBackend, GenerationRequest, OpenAIBackend
@@ -430,3 +432,36 @@ def test_per_key_token_budgets_and_rate_limits_answer_429_with_retry_after(home,
         with GroundworkClient(server.url, alice) as gw, pytest.raises(GroundworkError) as refused:
             list(gw.answer_stream("more"))
         assert refused.value.status == 429
+
+
+def test_generators_cli_registers_by_reference_and_shows_the_champion(home, monkeypatch):
+    from typer.testing import CliRunner
+
+    from pipelines.cli import app
+
+    monkeypatch.setenv("GROUNDWORK_HOME", str(home["settings"].home))
+    runner = CliRunner()
+    registered = runner.invoke(app, ["generators", "register", "--no-champion"])
+    assert registered.exit_code == 0, registered.output
+    assert "groundwork-generator: v2" in registered.output and "champion" not in registered.output
+    shown = runner.invoke(app, ["generators", "show", "--json"])
+    assert shown.exit_code == 0, shown.output
+    champion = json.loads(shown.output)
+    assert champion["generator"] == "groundwork-generator@1"  # registering did not move the alias
+    assert champion["model"] == "SmolLM2-135M-Instruct.Q4_1" and champion["path"].endswith(".gguf")
+    artifacts = home["settings"].home / "mlflow" / "artifacts"
+    assert not list(artifacts.rglob("*.gguf"))  # a reference: the 98 MB file is never copied
+
+
+def test_an_audit_table_from_before_the_answer_columns_gains_them(tmp_path):
+    uri = str(tmp_path / "audit")
+    old = pa.schema([("request_id", pa.string()), ("caller", pa.string()), ("status", pa.int32())])
+    write_deltalake(
+        uri, pa.Table.from_pylist([{"request_id": "old", "caller": "c", "status": 200}], schema=old)
+    )
+    log = AuditLog(uri, flush_seconds=0.05)
+    log.record(request_id="new", caller="c", status=200, backend="local", prompt_tokens=7)
+    log.close()
+    rows = {r["request_id"]: r for r in read_audit(uri).to_pylist()}
+    assert rows["new"]["backend"] == "local" and rows["new"]["prompt_tokens"] == 7
+    assert rows["old"]["prompt_tokens"] is None and log.failed == 0
