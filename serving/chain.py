@@ -112,7 +112,9 @@ class GeneratorChain:
                     return backend.complete(request, sink)
                 except BackendError as exc:
                     if emitted and exc.transient:  # tokens are out: no retry, the next backend restarts
-                        raise PermanentError(f"stream cut ({exc})") from None
+                        cut = PermanentError(f"stream cut ({exc})")
+                        cut.timeout = exc.timeout  # a stream that stalled still counts as a timeout
+                        raise cut from None
                     raise
 
             started = time.perf_counter()
