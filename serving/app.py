@@ -8,7 +8,8 @@ Contract (OpenAPI at /openapi.json, Swagger UI at /docs):
   groups answers 404, exactly like one that does not exist, so its existence does not leak.
 - Bad input → 400 with ``{"error": ...}`` (empty or oversized query, k out of range, unknown filter
   field, malformed JSON); the index unavailable or built with a model this server cannot embed
-  queries for → 503; an LLM endpoint failing → 502.
+  queries for → 503; every backend of the answer chain failing → 502.
+- A key over its request rate or its daily token budget → 429 with Retry-After.
 """
 
 # This module wires the app: lifespan and the middleware (key, size limit, metrics, audit). The endpoints
@@ -29,6 +30,7 @@ from resources.tracking import MLflowStore
 from serving.audit import query_fields
 from serving.errors import add_error_handlers, error_response
 from serving.keys import Caller
+from serving.limits import LimitExceeded
 from serving.routes import generation, operations, retrieval
 from serving.schemas import ErrorResponse
 from serving.service import Service
@@ -113,6 +115,14 @@ class AuthenticateMeasureAudit:
             )
         elif int(request.headers.get("content-length") or 0) > MAX_BODY_BYTES:
             refused = error_response(413, f"request body over {MAX_BODY_BYTES} bytes", request_id)
+        elif protected:
+            try:
+                service.key_limits.admit(caller.name)
+            except LimitExceeded as exc:
+                service.metrics.limited.labels(caller.name, exc.reason).inc()
+                request.state.audit["error"] = str(exc)
+                retry = {"Retry-After": str(exc.retry_after_s)}
+                refused = error_response(429, str(exc), request_id, headers=retry)
         try:
             if refused is not None:
                 await refused(scope, receive, send_with_request_id)

@@ -1,7 +1,8 @@
 """The audit log: one row per request, written to a Delta table off the request path.
 
 Requests put a record on a bounded queue and return; a background thread appends batches to the
-Delta table with delta-rs (``deltalake``, no JVM in the server). Records hold the caller's key name,
+Delta table with delta-rs (``deltalake``, no JVM in the server), one row per request with what an
+answer cost (tokens, generation and embedding seconds) and who wrote it. Records hold the caller's key name,
 never the key; the query is stored as text or only as its SHA-256, per ``GROUNDWORK_AUDIT_QUERY_POLICY``.
 """
 
@@ -36,6 +37,17 @@ AUDIT_SCHEMA = pa.schema(
         pa.field("cache_hit", pa.bool_()),
         pa.field("latency_ms", pa.float64()),
         pa.field("error", pa.string()),
+        # /answer: who wrote it with which prompt, what it cost (added later: appends merge the schema).
+        pa.field("backend", pa.string()),
+        pa.field("generator", pa.string()),
+        pa.field("generator_version", pa.string()),
+        pa.field("prompt_version", pa.int32()),
+        pa.field("grounded", pa.bool_()),
+        pa.field("prompt_tokens", pa.int64()),
+        pa.field("completion_tokens", pa.int64()),
+        pa.field("tokens_saved", pa.int64()),
+        pa.field("generation_seconds", pa.float64()),
+        pa.field("embedding_seconds", pa.float64()),
     ]
 )
 
@@ -120,6 +132,7 @@ class AuditLog:
                 self.uri,
                 pa.Table.from_pylist(batch, schema=AUDIT_SCHEMA),
                 mode="append",
+                schema_mode="merge",  # a table written before a column was added gets it
                 storage_options=self.storage_options,
             )
             self.written += len(batch)

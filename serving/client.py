@@ -4,11 +4,17 @@ from serving.client import GroundworkClient
 with GroundworkClient("http://127.0.0.1:8080", api_key) as gw:
     for hit in gw.search("How long is the return window?", k=3).hits:
         print(hit.title, hit.path, hit.score)
+    print(gw.answer("How long is the return window?").answer)
+    for event in gw.answer_stream("How long is the return window?"):  # tokens as they are written
+        print(event.text if event.type == "token" else event.response, end="")
 """
 
 from __future__ import annotations
 
-from typing import Any
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any, Literal
 from urllib.parse import quote
 
 import httpx
@@ -24,6 +30,18 @@ class GroundworkError(Exception):
         self.status = status
         self.message = message
         self.request_id = request_id
+
+
+@dataclass(frozen=True)
+class AnswerEvent:
+    """One server-sent event of a streamed answer: ``token`` (``text``), ``restart`` (a backend failed
+    mid-way: drop the text so far; ``backend``, ``reason``) or ``done`` (``response``, the whole answer)."""
+
+    type: Literal["token", "restart", "done"]
+    text: str = ""
+    backend: str | None = None
+    reason: str | None = None
+    response: AnswerResponse | None = None
 
 
 class GroundworkClient:
@@ -72,6 +90,33 @@ class GroundworkClient:
     ) -> AnswerResponse:
         body = {"query": query, "k": k, "mode": mode, "filters": filters or {}}
         return AnswerResponse.model_validate(self._json(self._http.post("/answer", json=body)))
+
+    def answer_stream(
+        self, query: str, k: int = 5, mode: Mode = "hybrid", filters: dict[str, Any] | None = None
+    ) -> Iterator[AnswerEvent]:
+        """The answer as it is written: token events, then one ``done`` event with the whole response
+        (citations, usage). A refusal before the stream starts, or an ``error`` event, raises
+        GroundworkError."""
+        body = {"query": query, "k": k, "mode": mode, "filters": filters or {}, "stream": True}
+        with self._http.stream("POST", "/answer", json=body) as response:
+            if response.status_code >= 400:
+                response.read()
+                self._json(response)
+            event = None
+            for line in response.iter_lines():
+                if line.startswith("event:"):
+                    event = line[6:].strip()
+                elif line.startswith("data:") and event is not None:
+                    data = json.loads(line[5:])
+                    if event == "token":
+                        yield AnswerEvent("token", text=data["text"])
+                    elif event == "restart":
+                        yield AnswerEvent("restart", backend=data["backend"], reason=data["reason"])
+                    elif event == "done":
+                        yield AnswerEvent("done", response=AnswerResponse.model_validate(data))
+                    elif event == "error":
+                        raise GroundworkError(data.get("status", 502), data["error"], None)
+                    event = None
 
     def health(self) -> HealthResponse:
         response = self._http.get("/health")

@@ -1,4 +1,6 @@
-"""What /metrics exports (Prometheus): requests, latency, cache, audit, injection flags, index version."""
+"""What /metrics exports (Prometheus): requests, latency, cache, audit, injection flags, index version, and
+for answers: tokens, generation and embedding seconds per key and backend, tokens saved by the cache,
+generator calls by outcome, circuit breaker states, requests refused by the per-key limits."""
 
 from __future__ import annotations
 
@@ -6,7 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-from prometheus_client.core import CounterMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from serving.search import Searcher
 
@@ -49,6 +51,39 @@ class Metrics:
         self.index_version = Gauge(
             "groundwork_index_version", "LanceDB version of the active table", registry=r
         )
+        self.answer_tokens = Counter(
+            "groundwork_answer_tokens",
+            "Generator tokens by API key, backend and kind (prompt, completion)",
+            ["key", "backend", "kind"],
+            registry=r,
+        )
+        self.tokens_saved = Counter(
+            "groundwork_answer_tokens_saved",
+            "Tokens semantic-cache hits did not spend again",
+            ["key"],
+            registry=r,
+        )
+        self.generation_seconds = Counter(
+            "groundwork_generation_seconds",
+            "Seconds spent generating answers",
+            ["key", "backend"],
+            registry=r,
+        )
+        self.embedding_seconds = Counter(
+            "groundwork_embedding_seconds", "Seconds spent embedding queries", ["key"], registry=r
+        )
+        self.generator_calls = Counter(
+            "groundwork_generator_calls",
+            "Backend calls of the answer chain by outcome (answered, failed, timeout, circuit_open)",
+            ["backend", "outcome"],
+            registry=r,
+        )
+        self.limited = Counter(
+            "groundwork_rate_limited",
+            "Requests refused 429 by a per-key limit",
+            ["key", "reason"],
+            registry=r,
+        )
 
     def observe(self, endpoint: str, status: int, seconds: float) -> None:
         """One request answered."""
@@ -71,3 +106,30 @@ class FilterPlanCollector:
         for plan, count in sorted(searcher.filter_plans.items() if searcher else ()):
             family.add_metric([plan], count)
         yield family
+
+
+class BreakerCollector:
+    """Exports each answer backend's circuit breaker: its state (1 on the current one) and how often it
+    opened."""
+
+    def __init__(self, breakers: Callable[[], dict]):
+        self.breakers = breakers  # backend name → serving.resilience.CircuitBreaker
+
+    def collect(self):
+        state = GaugeMetricFamily(
+            "groundwork_circuit_breaker_state",
+            "Circuit breaker of each answer backend",
+            labels=["backend", "state"],
+        )
+        opened = CounterMetricFamily(
+            "groundwork_circuit_breaker_opened",
+            "Times a backend's circuit breaker opened",
+            labels=["backend"],
+        )
+        for name, breaker in sorted(self.breakers().items()):
+            current = breaker.state
+            for candidate in ("closed", "half_open", "open"):
+                state.add_metric([name, candidate], 1.0 if current == candidate else 0.0)
+            opened.add_metric([name], breaker.opened)
+        yield state
+        yield opened

@@ -3,10 +3,15 @@
 
 from __future__ import annotations
 
+import json
+import logging
+import queue
+import threading
+from collections.abc import Iterator
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request, Security
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
@@ -21,7 +26,9 @@ from serving.schemas import (
     SearchRequest,
     SearchResponse,
 )
-from serving.service import Service, citations
+from serving.service import PendingAnswer, Service, citations
+
+log = logging.getLogger("groundwork.serving")
 
 _BEARER = HTTPBearer(auto_error=False, description="Authorization: Bearer <API key>")
 _API_KEY = APIKeyHeader(name="X-API-Key", auto_error=False)
@@ -110,19 +117,74 @@ def document(document_id: str, request: Request, caller: CallerDep, service: Ser
 generation = APIRouter(tags=["generation"])
 
 
-@generation.post("/answer", response_model=AnswerResponse, responses={502: {"model": ErrorResponse}})
+@generation.post(
+    "/answer",
+    response_model=AnswerResponse,
+    responses={
+        200: {"content": {"text/event-stream": {}}, "description": "JSON, or server-sent events with stream"},
+        429: {"model": ErrorResponse, "description": "The key's rate limit or token budget; see Retry-After"},
+        502: {"model": ErrorResponse, "description": "No backend of the generator chain could answer"},
+    },
+)
 def answer(
     body: Annotated[AnswerRequest, Depends(_answer_request)],
     request: Request,
     caller: CallerDep,
     service: ServiceDep,
-) -> AnswerResponse:
-    """Retrieve, render the production RAG prompt, and call the configured LLM (if any).
+):
+    """Retrieve, render the production RAG prompt, and answer through the generator chain, with the
+    passages the answer cites; "the sources do not contain the answer" when nothing relevant was found.
 
-    Without an LLM endpoint the rendered prompt and passages come back with ``generated: false``.
+    With ``stream: true`` the answer comes as server-sent events (``token``, ``restart``, ``done`` with the
+    whole response, or ``error``). Without any generator set up, the rendered prompt and passages come
+    back with ``generated: false``.
     """
-    found = service.retrieve(body, caller, request.state.audit)
-    return service.answer(body, found, request.state.request_id, request.state.audit)
+    audit = request.state.audit
+    found = service.retrieve(body, caller, audit)
+    pending = service.plan_answer(body, found, request.state.request_id, audit, caller)
+    if not body.stream:
+        return pending.run()
+    return StreamingResponse(
+        answer_events(pending, audit), media_type="text/event-stream", headers={"Cache-Control": "no-cache"}
+    )
+
+
+def sse(event: str, data: dict) -> str:
+    return f"event: {event}\ndata: {json.dumps(data)}\n\n"
+
+
+def answer_events(pending: PendingAnswer, audit: dict) -> Iterator[str]:
+    """The answer as server-sent events: the generator runs in a thread and its tokens are sent as they
+    come; the last event is ``done`` (the AnswerResponse) or ``error`` (the status it would have had)."""
+    if pending.response is not None:  # refused, cached or not generated: nothing to wait for
+        if pending.response.answer:
+            yield sse("token", {"text": pending.response.answer})
+        yield sse("done", pending.response.model_dump(mode="json"))
+        return
+    events: queue.Queue = queue.Queue()
+    finished = object()
+
+    def produce() -> None:
+        try:
+            response = pending.run(
+                on_token=lambda text: events.put(("token", {"text": text})),
+                on_restart=lambda backend, reason: events.put(
+                    ("restart", {"backend": backend, "reason": reason})
+                ),
+            )
+            events.put(("done", response.model_dump(mode="json")))
+        except ApiError as exc:
+            audit["error"] = exc.message
+            events.put(("error", {"error": exc.message, "status": exc.status}))
+        except Exception:  # the stream has started: the error goes in it
+            log.exception("streamed answer failed")
+            audit["error"] = "internal error"
+            events.put(("error", {"error": "internal error", "status": 500}))
+        events.put(finished)
+
+    threading.Thread(target=produce, name="answer-stream", daemon=True).start()
+    while (item := events.get()) is not finished:
+        yield sse(*item)
 
 
 # ---- operations (open: monitoring) ----------------------------------------------------------------------
@@ -132,13 +194,16 @@ operations = APIRouter(tags=["operations"])
 
 @operations.get("/health", response_model=HealthResponse, responses={503: {"model": HealthResponse}})
 def health(service: ServiceDep):
-    """The active table, its version, the model it was built with and its row count."""
+    """The active table, its version, the model it was built with, its row count, and the circuit
+    breaker of each answer backend."""
     names = sorted(e.model_id for e in service.embedders)
     try:
         searcher, state = service.index()
         rows = searcher.row_count()
     except ApiError as exc:
-        body = HealthResponse(status="unavailable", embedders=names, error=exc.message)
+        body = HealthResponse(
+            status="unavailable", embedders=names, generators=service.generators.states(), error=exc.message
+        )
         return JSONResponse(body.model_dump(), status_code=503)
     return HealthResponse(
         status="ok",
@@ -147,10 +212,12 @@ def health(service: ServiceDep):
         model_id=state.model_id,
         rows=rows,
         embedders=names,
+        generators=service.generators.states(),
     )
 
 
 @operations.get("/metrics", response_class=Response)
 def metrics(service: ServiceDep) -> Response:
-    """Prometheus text format: requests, latency, cache hit rate, audit and injection counts."""
+    """Prometheus text format: requests, latency, cache hit rate, audit and injection counts, answer
+    tokens and seconds per key and backend, circuit breakers."""
     return Response(generate_latest(service.metrics.registry), media_type=CONTENT_TYPE_LATEST)

@@ -77,6 +77,11 @@ class SearchRequest(QueryRequest):
 
 class AnswerRequest(QueryRequest):
     k: int = Field(5, description="How many passages to retrieve as sources.")
+    stream: bool = Field(
+        False,
+        description="Stream the answer as server-sent events: `token` events ({text}), `restart` when a "
+        "backend failed mid-way (drop the text so far), and `done` with the whole AnswerResponse.",
+    )
 
 
 class Citation(BaseModel):
@@ -120,9 +125,33 @@ class DocumentResponse(BaseModel):
     chunks: list[Citation]
 
 
+class BackendStep(BaseModel):
+    """What one backend of the generator chain did: answered, failed (why) or skipped (why)."""
+
+    backend: str = Field(description="primary, fallback, local or extractive")
+    generator: str | None
+    outcome: Literal["answered", "failed", "skipped"]
+    reason: str | None = None
+    attempts: int = 0
+    seconds: float = 0.0
+
+
+class Usage(BaseModel):
+    """What the answer cost: generator tokens and the seconds spent generating and embedding."""
+
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    generation_seconds: float = 0.0
+    embedding_seconds: float = 0.0
+    tokens_saved: int = Field(0, description="Tokens a semantic-cache hit did not spend again.")
+
+
 class AnswerResponse(BaseModel):
     request_id: str
-    generated: bool = Field(description="False: no LLM is configured; `answer` is empty, use `prompt`.")
+    generated: bool = Field(
+        description="True when a model wrote `answer`. False: the extractive answer, the refusal, or no "
+        "generator configured (`answer` empty, use `prompt`)."
+    )
     answer: str | None
     llm_model: str | None
     prompt_name: str
@@ -133,6 +162,30 @@ class AnswerResponse(BaseModel):
     model_id: str
     cached: bool
     passages: list[Citation]
+    backend: str | None = Field(None, description="The backend of the chain that answered.")
+    generator: str | None = Field(
+        None, description="The model that answered (`<registered name>@<version>`)."
+    )
+    generator_version: str | None = None
+    chain: list[BackendStep] = Field(
+        default_factory=list, description="Every backend tried before the answer, and why it did not answer."
+    )
+    grounded: bool = Field(False, description="The answer cites at least one passage that exists.")
+    citations: list[int] = Field(
+        default_factory=list,
+        description="Passage numbers the answer cites (1-based positions in `passages`).",
+    )
+    cited_passages: list[Citation] = Field(default_factory=list, description="The passages the answer cites.")
+    invalid_citations: list[int] = Field(
+        default_factory=list, description="Citations to no passage, removed from `answer`."
+    )
+    refused: bool = Field(
+        False, description="Nothing retrieved was relevant enough: the sources do not contain the answer."
+    )
+    best_similarity: float | None = Field(
+        None, description="Cosine similarity of the question and the closest passage (the refusal's test)."
+    )
+    usage: Usage = Field(default_factory=Usage)
 
 
 class HealthResponse(BaseModel):
@@ -142,6 +195,9 @@ class HealthResponse(BaseModel):
     model_id: str | None = None
     rows: int | None = None
     embedders: list[str] = Field(default_factory=list)
+    generators: dict[str, str] = Field(
+        default_factory=dict, description="Each answer backend's circuit breaker: closed, open, half_open."
+    )
     error: str | None = None
 
 

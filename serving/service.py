@@ -1,26 +1,43 @@
-"""What the endpoints share, built once per app: the index, keys, cache, audit log, metrics and prompt, and
-retrieval (embed, look in the cache, search within the caller's groups) and answering on top of it."""
+"""What the endpoints share, built once per app: the index, keys, limits, cache, audit log, metrics, prompt
+and generators, and retrieval (embed, look in the cache, search within the caller's groups) and answering
+on top of it (refuse when nothing relevant was found, generate through the chain, check the citations,
+account for the tokens)."""
 
 from __future__ import annotations
 
 import logging
 import threading
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from resources.lancedb import LanceDBStore
 from resources.settings import Settings
+from serving.answers import Generators
 from serving.audit import AuditLog
 from serving.batching import Overloaded, QueryBatcher
 from serving.cache import CacheScope, SemanticCache
+from serving.chain import NoBackendAnswered
 from serving.errors import ApiError
+from serving.generators import GenerationRequest
+from serving.grounding import NO_ANSWER, ground, relevant
 from serving.keys import Caller, KeyStore
-from serving.llm import call_llm, render_sources
-from serving.metrics import FilterPlanCollector, Metrics
-from serving.schemas import AnswerRequest, AnswerResponse, Citation, Limits, QueryRequest, SearchRequest
+from serving.limits import KeyLimits, LimitExceeded
+from serving.llm import render_sources
+from serving.metrics import BreakerCollector, FilterPlanCollector, Metrics
+from serving.schemas import (
+    AnswerRequest,
+    AnswerResponse,
+    BackendStep,
+    Citation,
+    Limits,
+    QueryRequest,
+    SearchRequest,
+    Usage,
+)
 from serving.search import (
     GroupNotAllowedError,
     Hit,
@@ -50,6 +67,25 @@ class Retrieval:
     groups: frozenset[str]
     vector: np.ndarray | None  # None for a full-text query with the cache off
     cached: bool
+    embedding_seconds: float = 0.0
+
+
+def limit_error(exc: LimitExceeded) -> ApiError:
+    return ApiError(429, str(exc), headers={"Retry-After": str(exc.retry_after_s)})
+
+
+@dataclass
+class PendingAnswer:
+    """An answer decided up to the generator call: ``response`` when none is needed (refusal, cache,
+    no generator), else ``run`` generates it (streaming tokens to ``on_token`` when given)."""
+
+    response: AnswerResponse | None = None
+    generate: Callable[..., AnswerResponse] | None = field(default=None, repr=False)
+
+    def run(self, on_token=None, on_restart=None) -> AnswerResponse:
+        if self.response is not None:
+            return self.response
+        return self.generate(on_token, on_restart)
 
 
 class Service:
@@ -81,6 +117,13 @@ class Service:
             workers=settings.serve_encoder_threads,
         )
         self.metrics.query_queue_depth.set_function(lambda: self.batcher.waiting)
+        self.key_limits = KeyLimits(settings.serve_key_requests_per_minute, settings.serve_key_tokens_per_day)
+        self.generators = Generators(
+            settings,
+            tracking,
+            on_call=lambda backend, outcome: self.metrics.generator_calls.labels(backend, outcome).inc(),
+        )
+        self.metrics.registry.register(BreakerCollector(lambda: self.generators.breakers))
         self._searcher: Searcher | None = None
         self._lock = threading.Lock()
         self._prompt: tuple[float, Any] | None = None
@@ -166,7 +209,9 @@ class Service:
             needs_vector = query.mode != "fulltext" or self.cache.enabled or given is not None
             if given is not None or not needs_vector:
                 self.batcher.arrived()  # no query of this request for the batcher to wait for
+            started = time.perf_counter()
             vector = searcher.query_vector(query.query, given, state) if needs_vector else None
+            embedding_seconds = time.perf_counter() - started if given is None and needs_vector else 0.0
         except GroupNotAllowedError as exc:
             raise ApiError(403, str(exc)) from None
         except ModelMismatchError as exc:
@@ -183,31 +228,48 @@ class Service:
             self.cache.put(self._scope("search", groups, query, state), vector, (hits, state))
         self.metrics.injection_flags.inc(sum(h.injection_suspected for h in hits))
         audit.update(
-            chunk_ids=[h.chunk_id for h in hits], table_version=state.version, cache_hit=cached is not None
+            chunk_ids=[h.chunk_id for h in hits],
+            table_version=state.version,
+            cache_hit=cached is not None,
+            embedding_seconds=embedding_seconds,
         )
-        return Retrieval(hits, state, groups, vector, cached is not None)
+        self.metrics.embedding_seconds.labels(caller.name).inc(embedding_seconds)
+        return Retrieval(hits, state, groups, vector, cached is not None, embedding_seconds)
 
-    def answer(self, query: AnswerRequest, found: Retrieval, request_id: str, audit: dict) -> AnswerResponse:
-        """The production prompt rendered with ``found``'s passages, and the LLM's answer if one is set up
-        (from the cache when the same scope, prompt version and LLM answered a close enough query)."""
+    def answer(
+        self,
+        query: AnswerRequest,
+        found: Retrieval,
+        request_id: str,
+        audit: dict,
+        caller: Caller | None = None,
+    ) -> AnswerResponse:
+        """The answer to ``query`` from ``found``'s passages, written by the first backend of the chain
+        that can (see ``plan_answer``)."""
+        return self.plan_answer(query, found, request_id, audit, caller).run()
+
+    def plan_answer(
+        self,
+        query: AnswerRequest,
+        found: Retrieval,
+        request_id: str,
+        audit: dict,
+        caller: Caller | None = None,
+    ) -> PendingAnswer:
+        """Everything an answer decides before a generator runs, so that a stream starts only once it can
+        succeed: the prompt, the refusal when no passage is relevant enough (no model called), the cache
+        (a close enough query of the same scope, prompt version and generators), the caller's token
+        budget (429). Without any generator set up, the rendered prompt comes back (``generated: false``)."""
         s = self.settings
+        key = caller.name if caller is not None else "-"
         prompt = self.prompt()
-        scope = self._scope(
-            "answer", found.groups, query, found.state, [prompt.version, s.llm_base_url, s.llm_model]
-        )
-        cached = self._cached(scope, found.vector)
-        if cached is not None:
-            audit["cache_hit"] = True
-            return cached.model_copy(update={"request_id": request_id, "cached": True})
         rendered = prompt.format(
             organisation=s.organisation, sources=render_sources(found.hits), question=query.query
         )
-        text = call_llm(s, rendered) if s.llm_base_url else None
-        response = AnswerResponse(
+        similarity = self.best_similarity(query, found)
+        usage = Usage(embedding_seconds=round(found.embedding_seconds, 6))
+        base = dict(
             request_id=request_id,
-            generated=text is not None,
-            answer=text,
-            llm_model=s.llm_model or None if text is not None else None,
             prompt_name=prompt.name,
             prompt_version=prompt.version,
             prompt=rendered,
@@ -216,9 +278,104 @@ class Service:
             model_id=found.state.model_id,
             cached=False,
             passages=citations(found.hits),
+            best_similarity=similarity,
+            usage=usage,
         )
-        self.cache.put(scope, found.vector, response)
-        return response
+        audit.update(prompt_version=prompt.version)
+        if not relevant(similarity, s.answer_min_similarity):
+            audit.update(grounded=False)
+            response = AnswerResponse(**base, generated=False, answer=NO_ANSWER, llm_model=None, refused=True)
+            return PendingAnswer(response)
+        chain = self.generators.chain()
+        scope = self._scope(
+            "answer", found.groups, query, found.state, [prompt.version, self.generators.signature(chain)]
+        )
+        cached = self._cached(scope, found.vector)
+        if cached is not None:
+            saved = cached.usage.prompt_tokens + cached.usage.completion_tokens
+            self.metrics.tokens_saved.labels(key).inc(saved)
+            audit.update(cache_hit=True, tokens_saved=saved, backend=cached.backend, grounded=cached.grounded)
+            audit.update(generator=cached.generator, generator_version=cached.generator_version)
+            update = {
+                "request_id": request_id,
+                "cached": True,
+                "usage": Usage(**{**usage.model_dump(), "tokens_saved": saved}),
+            }
+            return PendingAnswer(cached.model_copy(update=update))
+        if chain is None:
+            return PendingAnswer(AnswerResponse(**base, generated=False, answer=None, llm_model=None))
+        try:
+            self.key_limits.check_budget(key)
+        except LimitExceeded as exc:
+            self.metrics.limited.labels(key, exc.reason).inc()
+            raise limit_error(exc) from None
+
+        def generate(on_token=None, on_restart=None) -> AnswerResponse:
+            request = GenerationRequest(rendered, query.query, found.hits, s.answer_max_tokens)
+            try:
+                generation = chain.generate(request, on_token, on_restart)
+            except NoBackendAnswered as exc:
+                audit.update(backend=None, grounded=False)
+                raise ApiError(502, str(exc)) from None
+            backend, completion = generation.backend, generation.completion
+            checked = ground(completion.text, len(found.hits))
+            spent = completion.prompt_tokens + completion.completion_tokens
+            self.key_limits.spend(key, spent)
+            m = self.metrics
+            m.answer_tokens.labels(key, backend.name, "prompt").inc(completion.prompt_tokens)
+            m.answer_tokens.labels(key, backend.name, "completion").inc(completion.completion_tokens)
+            m.generation_seconds.labels(key, backend.name).inc(generation.seconds)
+            audit.update(
+                backend=backend.name,
+                generator=backend.generator,
+                generator_version=backend.version,
+                grounded=checked.grounded,
+                prompt_tokens=completion.prompt_tokens,
+                completion_tokens=completion.completion_tokens,
+                generation_seconds=generation.seconds,
+            )
+            model = getattr(backend, "model_name", None) or backend.generator
+            response = AnswerResponse(
+                **{
+                    **base,
+                    "usage": Usage(
+                        prompt_tokens=completion.prompt_tokens,
+                        completion_tokens=completion.completion_tokens,
+                        generation_seconds=round(generation.seconds, 6),
+                        embedding_seconds=usage.embedding_seconds,
+                    ),
+                },
+                generated=backend.name != "extractive",
+                answer=checked.text,
+                llm_model=model if backend.name != "extractive" else None,
+                backend=backend.name,
+                generator=backend.generator,
+                generator_version=backend.version,
+                chain=[BackendStep(**step.__dict__) for step in generation.trail],
+                grounded=checked.grounded,
+                citations=checked.cited,
+                cited_passages=[base["passages"][n - 1] for n in checked.cited],
+                invalid_citations=checked.invalid,
+            )
+            if backend.name != "extractive":  # a stand-in answer is not kept: the next may be a model's
+                self.cache.put(scope, found.vector, response)
+            return response
+
+        return PendingAnswer(generate=generate)
+
+    def best_similarity(self, query: QueryRequest, found: Retrieval) -> float | None:
+        """Cosine similarity of the question and the closest passage the caller may see with the same
+        filters (a full-text or hybrid query's own scores are not similarities); None when none."""
+        if not found.hits:
+            return None
+        if query.mode == "vector":
+            return found.hits[0].score
+        searcher, _ = self.index()
+        vector = found.vector if found.vector is not None else searcher.embed(query.query)
+        closest = self._search(
+            searcher, query.model_copy(update={"k": 1, "mode": "vector"}), found.groups, vector
+        )
+        return closest[0].score if closest else None
 
     def prompt(self):
         """The production version of the RAG prompt, re-read from the registry every PROMPT_TTL_SECONDS."""
