@@ -348,21 +348,6 @@ def demo(question: Annotated[str, typer.Argument()] = SAMPLE_QUESTION) -> None:
     console.print(f"pipeline finished in {time.perf_counter() - started:.0f}s\n")
     console.print(f"[bold]groundwork search[/bold] {question!r}")
     search(question, k=3, mode="hybrid", as_json=False)
-    _ensure_local_generator(settings)
-
-
-def _ensure_local_generator(settings: Settings) -> None:
-    """The local model as the generator's first champion, so `groundwork serve` answers out of the box."""
-    from models.generator_registry import ensure_generator
-    from resources.tracking import MLflowStore
-
-    name = settings.generator_registered_model
-    try:
-        version = ensure_generator(MLflowStore.from_settings(settings), name)
-    except LookupError as exc:  # the model package is not installed: /answer returns the prompt
-        console.print(f"\nno local answer generator: {exc}")
-        return
-    console.print(f"\nanswer generator: {name}@{version} (local model; `groundwork serve` answers with it)")
 
 
 @app.command()

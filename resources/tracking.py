@@ -19,12 +19,14 @@ _opening = threading.Lock()
 
 
 class MLflowStore(BaseModel):
-    """The tracking store, the registry, where run artifacts go, and the embedding model's registered name."""
+    """The tracking store, the registry, where run artifacts go, and the registered names of the embedding
+    model and the answer generator."""
 
     tracking_uri: str
     registry_uri: str = ""
     artifact_uri: str = ""
     embedding_model: str = "groundwork-embedder"
+    generator_model: str = "groundwork-generator"
 
     @classmethod
     def from_settings(cls, s: Settings):
@@ -33,6 +35,7 @@ class MLflowStore(BaseModel):
             registry_uri=s.mlflow_registry_uri,
             artifact_uri=s.mlflow_artifact_uri,
             embedding_model=s.embedding_registered_model,
+            generator_model=s.generator_registered_model,
         )
 
     def configure(self):

@@ -37,22 +37,28 @@ from resources import Settings, build_resources
 from resources.settings import PROJECT_ROOT, SAMPLES_DIR
 from resources.spark import Spark
 
-# Slowest files first: with one file per worker at a time (pytest-xdist's --dist loadfile), the last long
-# file to start sets the suite's wall time (durations from `make test PYTEST_ARGS=--durations=25`).
+# Slowest files first: with one file per worker at a time (pytest-xdist's --dist loadfile, in this order with
+# --no-loadscope-reorder), the last long file to start sets the suite's wall time (per-file durations from
+# `make test PYTEST_ARGS=--durations=0`).
 SLOWEST_FIRST = [
-    "test_pipeline.py",
-    "test_ingestion.py",
-    "test_ingestion_recovery.py",
-    "test_ingestion_documents.py",
+    "test_pipeline.py",  # builds the sample pipeline the later files read
     "test_scale_out.py",
-    "test_ui_browser.py",
+    "test_ingestion_recovery.py",
     "test_maintenance.py",
-    "test_serving_concurrency.py",
     "test_registry.py",
-    "test_quality.py",
+    "test_ingestion_documents.py",
+    "test_serving_concurrency.py",
+    "test_worker.py",
+    "test_ingestion.py",
     "test_model_change.py",
     "test_cli.py",
-    "test_worker.py",
+    "test_quality.py",
+    "test_serving.py",
+    "test_answers.py",
+    "test_operations.py",
+    "test_executor.py",
+    "test_chunking.py",
+    "test_ui_browser.py",
 ]
 
 

@@ -14,6 +14,7 @@ from conftest import ENGINES, PipelineRuns, make_settings, run_groundwork
 
 from models.embedding_model import packaged_model_path
 from models.evaluation import load_gold
+from models.generator_registry import resolve_generator
 from models.model_registry import (
     TAG_PACKAGE_VERSION,
     champion_version,
@@ -147,6 +148,17 @@ def test_pipeline_records_the_registry_version_on_table_and_materialization(samp
     assert pointer["model_id"] == meta["model"]
     assert sample_pipeline.first["prompt_templates"]["prompts_changed"] >= 2
     assert sample_pipeline.second["prompt_templates"]["prompts_changed"] == 0
+
+
+@pytest.mark.slow
+def test_the_pipeline_registers_the_local_answer_generator_once(sample_pipeline: PipelineRuns):
+    settings = sample_pipeline.settings
+    first, second = sample_pipeline.first["answer_generator"], sample_pipeline.second["answer_generator"]
+    assert first["champion_version"] == second["champion_version"] == "1"  # the rerun registers nothing
+    tracking = build_resources(settings)["mlflow"]
+    served = resolve_generator(tracking, settings.generator_registered_model)
+    assert served.version == "1" and served.path.is_file() and served.path.suffix == ".gguf"
+    assert len(tracking.client().search_model_versions(f"name='{settings.generator_registered_model}'")) == 1
 
 
 @pytest.mark.slow
