@@ -18,6 +18,7 @@ from typing import Literal
 
 import pyarrow as pa
 from deltalake import DeltaTable, write_deltalake
+from deltalake.exceptions import TableNotFoundError
 
 log = logging.getLogger(__name__)
 QueryPolicy = Literal["text", "hash"]
@@ -144,3 +145,31 @@ class AuditLog:
 def read_audit(uri: str, storage_options: dict[str, str] | None = None) -> pa.Table:
     """The whole audit table (tests, `groundwork` tooling)."""
     return DeltaTable(uri, storage_options=storage_options or None).to_pyarrow_table()
+
+
+def tokens_spent_since(
+    uri: str, since: datetime, storage_options: dict[str, str] | None = None
+) -> dict[str, int]:
+    """Generated tokens (prompt + completion) per caller since ``since``, from the audit table: where the
+    per-key token budgets start when a server starts, so a restart does not reset a day's account."""
+    try:
+        dataset = DeltaTable(uri, storage_options=storage_options or None).to_pyarrow_dataset()
+    except TableNotFoundError:
+        return {}
+    columns = ["caller", "prompt_tokens", "completion_tokens"]
+    if not set(columns) <= set(dataset.schema.names):  # a table from before answers were accounted
+        return {}
+    import pyarrow.compute as pc
+    import pyarrow.dataset as ds
+
+    since_scalar = pa.scalar(since, pa.timestamp("us", tz="UTC"))
+    rows = dataset.to_table(columns=columns, filter=(ds.field("at") >= since_scalar))
+    spent = pc.add(pc.fill_null(rows["prompt_tokens"], 0), pc.fill_null(rows["completion_tokens"], 0))
+    totals = (
+        pa.table({"caller": rows["caller"], "spent": spent}).group_by("caller").aggregate([("spent", "sum")])
+    )
+    return {
+        caller: int(total)
+        for caller, total in zip(totals["caller"].to_pylist(), totals["spent_sum"].to_pylist(), strict=True)
+        if caller is not None and total
+    }

@@ -1,8 +1,10 @@
 """Per-key limits: requests per minute (a sliding window) and generated tokens per UTC day.
 
-Both are counted in this server process (several replicas each allow the limit); the audit table keeps
-every request's tokens for the durable account. Over a limit, the request is answered 429 with
-Retry-After: when the oldest request of the window leaves it, or at the next UTC midnight.
+Both are counted in this server process (several replicas each allow the limit). The audit table keeps
+every request's tokens for the durable account, and a server starts the day's token counts from it
+(``serving.audit.tokens_spent_since``), so a restart does not hand out a day's budget again. Over a
+limit, the request is answered 429 with Retry-After: when the oldest request of the window leaves it,
+or at the next UTC midnight.
 """
 
 from __future__ import annotations
@@ -80,6 +82,17 @@ class KeyLimits:
                 del self._tokens[stale]
             self._tokens[(key, day)] += tokens
             return self._tokens[(key, day)]
+
+    def start_day(self, spent: dict[str, int]) -> None:
+        """Today's tokens per key spent before this process started (from the audit table)."""
+        day = self.now().date().isoformat()
+        with self._lock:
+            for key, tokens in spent.items():
+                self._tokens[(key, day)] = max(self._tokens[(key, day)], tokens)
+
+    def today_began(self) -> datetime:
+        now = self.now()
+        return datetime.combine(now.date(), datetime.min.time(), UTC)
 
     def used_today(self, key: str) -> int:
         with self._lock:

@@ -17,7 +17,7 @@ import numpy as np
 from resources.lancedb import LanceDBStore
 from resources.settings import Settings
 from serving.answers import Generators
-from serving.audit import AuditLog
+from serving.audit import AuditLog, tokens_spent_since
 from serving.batching import Overloaded, QueryBatcher
 from serving.cache import CacheScope, SemanticCache
 from serving.chain import NoBackendAnswered
@@ -118,6 +118,12 @@ class Service:
         )
         self.metrics.query_queue_depth.set_function(lambda: self.batcher.waiting)
         self.key_limits = KeyLimits(settings.serve_key_requests_per_minute, settings.serve_key_tokens_per_day)
+        if settings.serve_key_tokens_per_day:  # budgets on: today's account so far, read once
+            self.key_limits.start_day(
+                tokens_spent_since(
+                    settings.audit_uri, self.key_limits.today_began(), settings.object_store_options()
+                )
+            )
         self.generators = Generators(
             settings,
             tracking,

@@ -37,35 +37,6 @@ from resources import Settings, build_resources
 from resources.settings import PROJECT_ROOT, SAMPLES_DIR
 from resources.spark import Spark
 
-# Slowest files first: with one file per worker at a time (pytest-xdist's --dist loadfile, in this order with
-# --no-loadscope-reorder), the last long file to start sets the suite's wall time (per-file durations from
-# `make test PYTEST_ARGS=--durations=0`).
-SLOWEST_FIRST = [
-    "test_pipeline.py",  # builds the sample pipeline the later files read
-    "test_scale_out.py",
-    "test_ingestion_recovery.py",
-    "test_maintenance.py",
-    "test_registry.py",
-    "test_ingestion_documents.py",
-    "test_serving_concurrency.py",
-    "test_worker.py",
-    "test_ingestion.py",
-    "test_model_change.py",
-    "test_cli.py",
-    "test_quality.py",
-    "test_serving.py",
-    "test_answers.py",
-    "test_operations.py",
-    "test_executor.py",
-    "test_chunking.py",
-    "test_ui_browser.py",
-]
-
-
-def pytest_collection_modifyitems(config, items) -> None:
-    rank = {name: i for i, name in enumerate(SLOWEST_FIRST)}
-    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: the rest keep their order
-
 
 def pytest_configure(config) -> None:
     # Registered here (not in pyproject.toml) so the marker ships with the tests that use it.

@@ -432,6 +432,18 @@ def test_per_key_token_budgets_and_rate_limits_answer_429_with_retry_after(home,
         with GroundworkClient(server.url, alice) as gw, pytest.raises(GroundworkError) as refused:
             list(gw.answer_stream("more"))
         assert refused.value.status == 429
+    # A restarted server starts the day's account from the audit table: alice's budget stays spent
+    # (cache off: bob's questions were alice's, and a cache hit spends nothing).
+    restarted = {**limits, "serve_cache_enabled": False}
+    with serve(home, tmp_path, llm_base_url=fault.url, answer_chain="primary", **restarted) as server:
+        assert server.service.key_limits.used_today("alice") == 224
+        again = ask(server, alice, "What does standard shipping cost?")
+        assert again.status_code == 429 and "token budget" in again.json()["error"]
+        # bob's first answer above was alice's, from the cache: he has spent nothing yet
+        assert server.service.key_limits.used_today("bob") == 0
+        assert ask(server, bob, "Can I return without a receipt?").status_code == 200  # 112
+        assert ask(server, bob, "What does standard shipping cost?").status_code == 200  # 224
+        assert ask(server, bob, "How long do refunds take?").status_code == 429
 
 
 def test_generators_cli_registers_by_reference_and_shows_the_champion(home, monkeypatch):
