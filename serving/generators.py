@@ -16,6 +16,8 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
 from typing import Any, Protocol
 
 import httpx
@@ -64,6 +66,23 @@ def _usage(body: dict, prompt: str, text: str) -> tuple[int, int]:
     )
 
 
+def retry_after_seconds(value: str | None) -> float | None:
+    """A Retry-After header as seconds: a number, or an HTTP date; None when absent or unreadable."""
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - datetime.now(UTC)).total_seconds())
+
+
 class OpenAIBackend:
     """``/chat/completions`` of an OpenAI-compatible endpoint; the key is sent, never logged or shown."""
 
@@ -101,7 +120,9 @@ class OpenAIBackend:
     def _check(response: httpx.Response) -> None:
         status = response.status_code
         if status == 429 or status >= 500:
-            raise TransientError(f"HTTP {status}")
+            hinted = retry_after_seconds(response.headers.get("Retry-After"))
+            suffix = f", retry after {hinted:g} s" if hinted is not None else ""
+            raise TransientError(f"HTTP {status}{suffix}", retry_after_s=hinted)
         if status != 200:
             raise PermanentError(f"HTTP {status}")
 

@@ -29,6 +29,10 @@ class BackendError(Exception):
 class TransientError(BackendError):
     transient = True
 
+    def __init__(self, message: str, retry_after_s: float | None = None):
+        super().__init__(message)
+        self.retry_after_s = retry_after_s  # the backend's own Retry-After, when it sent one
+
 
 class BackendTimeout(TransientError):
     timeout = True
@@ -147,7 +151,9 @@ def call_with_retries(
     on_attempt: Callable[[int], None] | None = None,
 ) -> tuple[T, int]:
     """``call``'s result and the attempts it took. Transient errors are retried while attempts and the
-    breaker allow; a permanent error, or the last attempt's error, is raised (with ``attempts`` set)."""
+    breaker allow, after the backoff or the backend's Retry-After if longer; a Retry-After beyond the
+    policy's longest wait ends the attempts at once (the chain moves on instead of holding the request).
+    A permanent error, or the last attempt's error, is raised (with ``attempts`` set)."""
     attempt, last = 0, None
     while True:
         if not breaker.allow():  # opened before the call, or by this loop's own failures
@@ -161,8 +167,14 @@ def call_with_retries(
             breaker.failure(timed_out=exc.timeout)
             if not exc.transient or attempt > policy.retries:
                 raise _with_attempts(exc, attempt) from None
+            wait = policy.delay(attempt - 1)
+            hinted = getattr(exc, "retry_after_s", None)
+            if hinted is not None:
+                if hinted > policy.max_s:  # asks for longer than a request may wait: the next backend
+                    raise _with_attempts(exc, attempt) from None
+                wait = max(wait, hinted)
             last = exc
-            sleep(policy.delay(attempt - 1))
+            sleep(wait)
             continue
         breaker.success()
         return result, attempt

@@ -21,6 +21,7 @@ class FaultServer:
         self.default = default
         self.answer = answer
         self.delay_s = delay_s
+        self.retry_after: str | None = None  # the Retry-After header of a 429 (none by default)
         self.requests: list[dict] = []
         self._script: deque[str] = deque()
         self._closing = threading.Event()
@@ -60,7 +61,8 @@ class FaultServer:
             self._closing.wait(self.delay_s)
             behaviour = "ok"
         if behaviour in ("500", "429", "400"):
-            self._send(handler, int(behaviour), b'{"error": "injected"}', retry_after=behaviour == "429")
+            retry_after = self.retry_after if behaviour == "429" else None
+            self._send(handler, int(behaviour), b'{"error": "injected"}', retry_after)
         elif behaviour == "malformed":
             self._send(handler, 200, b'{"choices": [{"message": {"content": "tru')
         elif body.get("stream"):
@@ -82,12 +84,12 @@ class FaultServer:
             self._send(handler, 200, json.dumps(payload).encode())
 
     @staticmethod
-    def _send(handler, status: int, payload: bytes, retry_after: bool = False) -> None:
+    def _send(handler, status: int, payload: bytes, retry_after: str | None = None) -> None:
         handler.send_response(status)
         handler.send_header("Content-Type", "application/json")
         handler.send_header("Content-Length", str(len(payload)))
-        if retry_after:
-            handler.send_header("Retry-After", "1")
+        if retry_after is not None:
+            handler.send_header("Retry-After", retry_after)
         handler.end_headers()
         handler.wfile.write(payload)
 

@@ -73,6 +73,22 @@ def test_transient_errors_are_retried_with_backoff_then_answered(fault):
     assert step.outcome == "answered" and step.attempts == 3
 
 
+def test_a_429_retry_after_is_honoured_within_the_longest_wait_and_otherwise_moves_on(fault):
+    fault.retry_after = "1"
+    fault.script("429", "ok")
+    started = time.perf_counter()
+    generation = endpoint_chain(fault, base_s=0.01, max_s=2.0).generate(REQUEST)
+    assert generation.backend.name == "primary" and generation.trail[0].attempts == 2
+    assert time.perf_counter() - started >= 1.0  # waited as asked, not the 10 ms backoff
+
+    fault.retry_after = "30"  # longer than a request may wait (max_s): no retry, the next backend answers
+    fault.script("429", "ok")
+    generation = endpoint_chain(fault, max_s=2.0).generate(REQUEST)
+    assert generation.backend.name == "extractive" and len(fault.requests) == 1
+    failed = generation.trail[0]
+    assert failed.outcome == "failed" and failed.attempts == 1 and "retry after 30 s" in failed.reason
+
+
 @pytest.mark.parametrize("behaviour, reason", [("400", "HTTP 400"), ("malformed", "malformed answer")])
 def test_a_4xx_or_a_malformed_answer_is_not_retried_and_the_next_backend_answers(fault, behaviour, reason):
     fault.script(behaviour)
