@@ -549,8 +549,8 @@ def monitor(as_json: Annotated[bool, typer.Option("--json", help="Machine-readab
         console.print("no monitoring results yet: run the daily_monitoring job (or `groundwork run`)")
     else:
         table = Table(title="monitoring: newest result per check")
-        for column in ("check", "state", "checked", "summary", "report"):
-            table.add_column(column, overflow="fold")
+        for column in ("check", "state", "checked", "summary"):
+            table.add_column(column, overflow="fold", no_wrap=column == "check")
         for r in results:
             state = (
                 f"[red]ALERT ({r['severity']})[/red]"
@@ -558,8 +558,10 @@ def monitor(as_json: Annotated[bool, typer.Option("--json", help="Machine-readab
                 else ("ok" if r["judged"] else "[dim]not judged[/dim]")
             )
             checked = r["checked_at"].strftime("%Y-%m-%d %H:%M")
-            table.add_row(r["check_name"], state, checked, r["summary"], r["report"])
+            table.add_row(r["check_name"], state, checked, r["summary"])
         console.print(table)
+        for r in alerts:
+            console.print(f"{r['check_name']} report: {r['report']}", soft_wrap=True)
         console.print(f"{len(alerts)} alert(s)" if alerts else "no alerts")
     if alerts:
         raise typer.Exit(1)

@@ -46,3 +46,16 @@ nightly_maintenance = ScheduleDefinition(
     default_status=DefaultScheduleStatus.RUNNING,
     description="Delta OPTIMIZE + VACUUM and LanceDB compaction, cleanup and index refresh at 04:00 UTC.",
 )
+
+
+def daily_monitoring(job) -> ScheduleDefinition:
+    """The monitoring checks at 04:30 UTC, after the refresh and the validation: the day's queries,
+    the night's new chunks and silver rows, the newest evaluation."""
+    return ScheduleDefinition(
+        name="daily_monitoring",
+        job=job,
+        cron_schedule="30 4 * * *",
+        execution_timezone="UTC",
+        default_status=DefaultScheduleStatus.RUNNING,
+        description="Evaluation trend, embedding, query and data drift at 04:30 UTC (docs/monitoring.md).",
+    )
