@@ -38,12 +38,12 @@ def build_definitions(settings: Settings) -> Definitions:
     assets, checks = all_assets(settings), quality_checks(settings.sources_file)
     monitors = monitoring_checks(settings)
     worker_job = documents_worker_job(settings, [*assets, *checks])
-    monitor_job = monitoring_job(monitors)
+    jobs = [validation_job(checks), monitoring_job(monitors)]
     return Definitions(
         assets=[*assets, serving_audit],
         asset_checks=[*checks, *monitors],
-        jobs=[main_job, validation_job, maintenance_job, worker_job, documents_batch_job, monitor_job],
-        schedules=[nightly_refresh, nightly_validation, nightly_maintenance, daily_monitoring(monitor_job)],
+        jobs=[main_job, maintenance_job, worker_job, documents_batch_job, *jobs],
+        schedules=[nightly_refresh, nightly_validation, nightly_maintenance, daily_monitoring],
         sensors=[
             *landing_sensors(settings),
             automation_sensor,

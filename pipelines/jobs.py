@@ -36,11 +36,15 @@ main_job = define_asset_job(
     tags=WRITES_TABLES_TAG,
 )
 
-validation_job = define_asset_job(
-    VALIDATION_JOB,
-    selection=AssetSelection.all_asset_checks(),
-    description="Every blocking Great Expectations check over the current tables, without rebuilding them.",
-)
+
+def validation_job(checks: list[AssetChecksDefinition]):
+    """The blocking quality checks (not the monitoring ones, which have their own job)."""
+    return define_asset_job(
+        VALIDATION_JOB,
+        selection=AssetSelection.checks(*checks),
+        description="Every blocking Great Expectations check over the current tables, without rebuilding "
+        "them.",
+    )
 
 
 def monitoring_job(checks: list[AssetChecksDefinition]):

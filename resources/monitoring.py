@@ -14,7 +14,7 @@ MONITORING_RESULTS_TABLE = "monitoring_results"
 
 
 class Monitoring(BaseModel):
-    """The monitoring checks' configuration (docs/monitoring.md), one field per ``GROUNDWORK_MONITOR_*``."""
+    """The monitoring checks' configuration (docs/monitoring.md), one field per `monitor_*` setting."""
 
     delta_uri: str
     audit_uri: str
