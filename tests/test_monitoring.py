@@ -10,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 from functools import cache
 from pathlib import Path
 
+import lancedb
 import numpy as np
 import pyarrow as pa
 import pytest
@@ -17,13 +18,14 @@ from conftest import make_settings, run_groundwork
 from dagster import AssetSelection, AssetSpec, Definitions, define_asset_job
 from deltalake import write_deltalake
 
-from monitoring.checks import data_drift_check, trend_check
+from monitoring.checks import data_drift_check, query_drift_check, trend_check
 from monitoring.data import assess_table
 from monitoring.drift import embedding_drift
 from monitoring.queries import assess_queries
 from monitoring.store import latest_results, record_evaluation
 from resources import EmbedderResource, build_resources
 from resources.lakehouse import read_table
+from resources.lancedb.tables import activate, active_table_name, embeddings_schema
 from resources.monitoring import Monitoring
 from resources.settings import SAMPLES_DIR
 from serving.audit import AuditLog, audit_since
@@ -218,6 +220,16 @@ def test_trend_check_fails_on_a_worse_run_and_groundwork_monitor_exits_non_zero(
     assert "nDCG@10 0.8000" in Path(report).read_text(encoding="utf-8")
     [row] = latest_results(monitoring.results_uri)
     assert row["alert"] and row["severity"] == severity and row["figures"]["vector_ndcg"] == 0.7
+    if severity == "block":  # a new model's table, active and worse: serving goes back to the baseline's
+        db = lancedb.connect(settings.lancedb_uri)
+        for name in ("chunk_embeddings__m", "chunk_embeddings__n"):
+            db.create_table(name, schema=embeddings_schema(3, name))
+            activate(db, settings.embeddings_table, name)
+        worse, run = _evaluation(0.60, 0.60, start + timedelta(days=3), "r3")
+        record_evaluation(monitoring.history_uri, worse, {**run, "lancedb_table": "chunk_embeddings__n"})
+        [blocked] = job.execute_in_process(raise_on_error=False).get_asset_check_evaluations()
+        assert not blocked.passed and "moved back" in blocked.metadata["summary"].value
+        assert active_table_name(db, settings.embeddings_table) == "chunk_embeddings__m"
     if severity == "warn":  # the command line reads the same table, without Dagster or Spark
         out, imported = run_groundwork(settings.home, "monitor", check=False, COLUMNS="200")
         assert out.returncode == 1 and "evaluation_trend" in out.stdout and "ALERT" in out.stdout
@@ -239,3 +251,28 @@ def test_data_drift_check_runs_in_dagster_on_a_silver_table(tmp_path):
     assert [(r["check_name"], r["alert"]) for r in rows] == [("silver_transactions_drift", True)]
     out, _ = run_groundwork(settings.home, "monitor", "--json", check=False)
     assert out.returncode == 1 and json.loads(out.stdout)["alerts"] == 1
+
+
+def test_query_drift_check_runs_in_dagster_on_the_audit_log_under_the_hash_policy(tmp_path):
+    """Under the default policy the audit log has no query text: the unanswered rate alone is judged."""
+    settings = make_settings(tmp_path / "home")
+    log = AuditLog(settings.audit_uri, flush_seconds=0.05)
+    now = datetime.now(UTC)
+    for i in range(30):  # a day of questions, most under the calibrated threshold
+        log.record(
+            request_id=str(i),
+            at=now - timedelta(minutes=i),
+            caller="c",
+            endpoint="POST /answer",
+            status=200,
+            query_sha256="x",
+            best_similarity=0.2 if i % 3 else 0.6,
+        )
+    log.close()
+    job = _check_job(settings, query_drift_check, "serving_audit")
+    [evaluation] = job.execute_in_process().get_asset_check_evaluations()
+    assert not evaluation.passed and evaluation.metadata["unanswered_rate"].value == pytest.approx(
+        0.6667, abs=1e-3
+    )
+    assert "centroid not judged" in evaluation.metadata["summary"].value
+    assert evaluation.metadata["report"].value.startswith("file://")
