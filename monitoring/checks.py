@@ -186,11 +186,7 @@ def embedding_drift_check(
     table = open_active(lancedb.connect(), lancedb.table_name)
     reference, current, batch = np.empty((0, 0)), np.empty((0, 0)), None
     if table is not None:
-        versions = table.search().select(["delta_version"]).limit(None).to_arrow()["delta_version"]
-        batch = max((v for v in versions.to_pylist() if v is not None), default=None)
-    if batch is not None:
-        current = _vectors(table, f"delta_version = {int(batch)}", None)
-        reference = _vectors(table, f"delta_version < {int(batch)}", REFERENCE_SAMPLE)
+        reference, current, batch = newest_batch(table.to_lance(), REFERENCE_SAMPLE)
     drift = embedding_drift(
         reference,
         current,
@@ -209,12 +205,25 @@ def embedding_drift_check(
     return publish(context, monitoring, mlflow, result, EMBEDDING_METHOD, samples)
 
 
-def _vectors(table, where: str, limit: int | None) -> np.ndarray:
-    rows = table.search().where(where).select(["vector"]).limit(None).to_arrow()["vector"]
-    vectors = np.asarray(rows.to_pylist(), dtype=np.float32) if len(rows) else np.empty((0, 0))
-    if limit is not None and len(vectors) > limit:
-        vectors = vectors[np.random.default_rng(0).choice(len(vectors), limit, replace=False)]
-    return vectors
+def newest_batch(dataset, reference_size: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray, int | None]:
+    """Vectors of a random reference sample of the older chunks, those of the newest batch (the highest
+    ``delta_version``), and that version; only the sampled rows' vectors are read (positions, then take)."""
+    versions = dataset.to_table(columns=["delta_version"])["delta_version"].to_numpy(zero_copy_only=False)
+    versions = np.where(np.isnan(versions.astype(float)), -1, versions).astype(np.int64)
+    if not len(versions) or versions.max() < 0:
+        return np.empty((0, 0)), np.empty((0, 0)), None
+    batch = int(versions.max())
+    older = np.flatnonzero((versions < batch) & (versions >= 0))
+    if len(older) > reference_size:
+        older = np.sort(np.random.default_rng(seed).choice(older, reference_size, replace=False))
+
+    def vectors(positions: np.ndarray) -> np.ndarray:
+        if not len(positions):
+            return np.empty((0, 0))
+        column = dataset.take(positions.tolist(), columns=["vector"])["vector"]
+        return np.asarray(column.to_pylist(), dtype=np.float32)
+
+    return vectors(older), vectors(np.flatnonzero(versions == batch)), batch
 
 
 @asset_check(

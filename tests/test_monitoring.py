@@ -18,7 +18,7 @@ from conftest import make_settings, run_groundwork
 from dagster import AssetSelection, AssetSpec, Definitions, define_asset_job
 from deltalake import write_deltalake
 
-from monitoring.checks import data_drift_check, query_drift_check, trend_check
+from monitoring.checks import data_drift_check, embedding_drift_check, query_drift_check, trend_check
 from monitoring.data import assess_table
 from monitoring.drift import embedding_drift
 from monitoring.queries import assess_queries
@@ -276,3 +276,20 @@ def test_query_drift_check_runs_in_dagster_on_the_audit_log_under_the_hash_polic
     )
     assert "centroid not judged" in evaluation.metadata["summary"].value
     assert evaluation.metadata["report"].value.startswith("file://")
+
+
+def test_embedding_drift_check_runs_in_dagster_on_the_newest_batch_of_the_active_index(tmp_path):
+    """The index's chunks of the newest gold version (a batch on another topic) against the older ones."""
+    settings = make_settings(tmp_path / "home")
+    vectors = np.vstack([embed(tuple(corpus_paragraphs())), embed(tuple(OFF_TOPIC))])
+    versions = [1] * len(corpus_paragraphs()) + [2] * len(OFF_TOPIC)
+    schema = pa.schema([("vector", pa.list_(pa.float32(), vectors.shape[1])), ("delta_version", pa.int64())])
+    db = lancedb.connect(settings.lancedb_uri)
+    rows = pa.table({"vector": list(vectors.astype(np.float32)), "delta_version": versions}, schema=schema)
+    db.create_table("chunk_embeddings__m", data=rows)
+    activate(db, settings.embeddings_table, "chunk_embeddings__m")
+    job = _check_job(settings, embedding_drift_check, "chunk_embeddings")
+    [evaluation] = job.execute_in_process().get_asset_check_evaluations()
+    assert not evaluation.passed and evaluation.metadata["batch_delta_version"].value == 2
+    assert evaluation.metadata["n_current"].value == len(OFF_TOPIC)
+    assert evaluation.metadata["effect"].value > 0.1 and evaluation.metadata["p_value"].value < 0.01
