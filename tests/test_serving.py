@@ -34,7 +34,7 @@ from resources.lancedb.sync import sync_embeddings
 from resources.lancedb.tables import activate, active_table_name
 from resources.settings import PROJECT_ROOT
 from serving.app import create_app
-from serving.audit import AuditLog, read_audit
+from serving.audit import AuditLog, audited_request, read_audit
 from serving.client import GroundworkClient, GroundworkError
 from serving.keys import KeyStore
 
@@ -710,6 +710,8 @@ def test_feedback_round_trip_only_on_the_callers_own_requests(env, tmp_path):
         with pytest.raises(GroundworkError) as foreign:
             other.feedback(found.request_id, "down", comment="not mine to rate")
         assert foreign.value.status == 404 and foreign.value.message == unknown.value.message
+    audited = audited_request(settings.audit_uri, found.request_id)
+    assert audited["best_similarity"] == pytest.approx(found.hits[0].score)  # the query drift check's figure
     rows = read_feedback(settings.feedback_uri)
     assert [(r["request_id"], r["caller"], r["rating"]) for r in rows] == [
         (found.request_id, "finance-svc", "up")
