@@ -29,7 +29,7 @@ from monitoring.data import assess_table, compared_columns
 from monitoring.drift import EMBEDDING_METHOD, embedding_drift
 from monitoring.queries import assess_queries
 from monitoring.report import write_report
-from monitoring.store import CheckResult, evaluation_history, record_result
+from monitoring.store import CheckResult, evaluation_history, record_result, rejected_runs
 from monitoring.trend import compare_with_baseline
 from resources import (
     EmbedderResource,
@@ -138,7 +138,9 @@ def trend_check(settings: Settings) -> AssetChecksDefinition:
         lancedb: LanceDBResource,
     ) -> AssetCheckResult:
         trend = compare_with_baseline(
-            evaluation_history(monitoring.history_uri, monitoring.storage_options), monitoring.trend_tolerance
+            evaluation_history(monitoring.history_uri, monitoring.storage_options),
+            monitoring.trend_tolerance,
+            rejected_runs(monitoring.results_uri, monitoring.storage_options),
         )
         summary = trend.summary
         if trend.failed and monitoring.trend_severity == "block":

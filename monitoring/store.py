@@ -134,3 +134,15 @@ def latest_results(uri: str, storage_options: dict[str, str] | None = None) -> l
     for row in sorted(table.to_pylist(), key=lambda r: r["checked_at"]):
         newest[row["check_name"]] = {**row, "figures": json.loads(row["figures"] or "{}")}
     return sorted(newest.values(), key=lambda r: r["check_name"])
+
+
+def rejected_runs(uri: str, storage_options: dict[str, str] | None = None) -> set[str]:
+    """The evaluation runs (MLflow run ids) the trend check failed: never a baseline."""
+    table = _read(uri, storage_options)
+    if table is None:
+        return set()
+    return {
+        json.loads(row["figures"] or "{}").get("newest_run")
+        for row in table.to_pylist()
+        if row["check_name"] == "evaluation_trend" and row["alert"]
+    } - {None}

@@ -2,7 +2,9 @@
 
 The baseline is the first evaluation recorded for the champion model on the same gold file (another gold
 set's scores are not comparable); every later run of that model is compared with it, so a slow slide
-is caught as well as a sudden drop. A promoted model starts its own baseline.
+is caught as well as a sudden drop. A new model's first run (a new index version the pipeline just
+activated) is compared with the previous champion's baseline, and becomes its model's baseline only if
+it passed: a run the check rejected is never a baseline.
 """
 
 from __future__ import annotations
@@ -31,20 +33,39 @@ def _runs(history: list[dict]) -> list[list[dict]]:
     return sorted(runs.values(), key=lambda rows: rows[0]["evaluated_at"])
 
 
-def compare_with_baseline(history: list[dict], tolerance: float, champion_model: str | None = None) -> Trend:
+def _baseline(runs: list[list[dict]], rejected: set[str]) -> list[dict] | None:
+    """The first accepted run of the newest run's model on its gold file; for a model without one, that
+    of the model evaluated before it (the champion the new index version would replace)."""
+    newest = runs[-1]
+    gold = newest[0]["gold_sha256"]
+    accepted = [r for r in runs[:-1] if r[0]["gold_sha256"] == gold and r[0]["mlflow_run_id"] not in rejected]
+    own = [r for r in accepted if r[0]["model_id"] == newest[0]["model_id"]]
+    if own:
+        return own[0]
+    if not accepted:
+        return None
+    previous_model = accepted[-1][0]["model_id"]
+    return next(r for r in accepted if r[0]["model_id"] == previous_model)
+
+
+def compare_with_baseline(history: list[dict], tolerance: float, rejected: set[str] | None = None) -> Trend:
     """Fail when, in any search mode, MRR@10 or nDCG@10 of the newest run is more than ``tolerance`` below
-    the baseline's. ``champion_model`` defaults to the model the newest run evaluated."""
+    the baseline's. ``rejected``: MLflow run ids of runs this check failed before (never baselines)."""
     runs = _runs(history)
     if not runs:
         return Trend(False, False, "no evaluation recorded yet", {}, [], [])
     newest = runs[-1]
-    model = champion_model or newest[0]["model_id"]
-    gold = newest[0]["gold_sha256"]
-    baseline = next((r for r in runs if r[0]["model_id"] == model and r[0]["gold_sha256"] == gold), None)
-    if baseline is None or baseline is newest:
+    baseline = _baseline(runs, rejected or set())
+    if baseline is None:
+        model = newest[0]["model_id"]
         return Trend(False, False, f"newest run is the baseline of {model}", {}, newest, newest)
     base_by_mode = {row["mode"]: row for row in baseline}
-    figures: dict = {"tolerance": tolerance}
+    figures: dict = {
+        "tolerance": tolerance,
+        "newest_run": newest[0]["mlflow_run_id"],
+        "baseline_run": baseline[0]["mlflow_run_id"],
+        "baseline_model": baseline[0]["model_id"],
+    }
     drops = []
     for row in newest:
         base = base_by_mode.get(row["mode"])

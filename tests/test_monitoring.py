@@ -220,17 +220,25 @@ def test_trend_check_fails_on_a_worse_run_and_groundwork_monitor_exits_non_zero(
     assert "nDCG@10 0.8000" in Path(report).read_text(encoding="utf-8")
     [row] = latest_results(monitoring.results_uri)
     assert row["alert"] and row["severity"] == severity and row["figures"]["vector_ndcg"] == 0.7
+    assert row["figures"]["newest_run"] == "r2"
     if severity == "block":  # a new model's table, active and worse: serving goes back to the baseline's
         db = lancedb.connect(settings.lancedb_uri)
         for name in ("chunk_embeddings__m", "chunk_embeddings__n"):
             db.create_table(name, schema=embeddings_schema(3, name))
             activate(db, settings.embeddings_table, name)
-        worse, run = _evaluation(0.60, 0.60, start + timedelta(days=3), "r3")
-        record_evaluation(monitoring.history_uri, worse, {**run, "lancedb_table": "chunk_embeddings__n"})
+        assert "rows stay active" in failed.metadata["summary"].value  # the same table: nothing to revert
+        worse, run = _evaluation(0.60, 0.60, start + timedelta(days=3), "r3")  # a new model's first run
+        new_model = {"model_id": "all-MiniLM-L6-v2@2", "lancedb_table": "chunk_embeddings__n"}
+        record_evaluation(monitoring.history_uri, worse, {**run, **new_model})
         [blocked] = job.execute_in_process(raise_on_error=False).get_asset_check_evaluations()
         assert not blocked.passed and "moved back" in blocked.metadata["summary"].value
+        assert blocked.metadata["baseline_run"].value == "r0"  # the previous champion's baseline
         assert active_table_name(db, settings.embeddings_table) == "chunk_embeddings__m"
-    if severity == "warn":  # the command line reads the same table, without Dagster or Spark
+    if severity == "warn":  # a rejected run is no baseline: the next run is still compared with r0
+        record_evaluation(monitoring.history_uri, *_evaluation(0.71, 0.74, start + timedelta(days=3), "r3"))
+        [again] = job.execute_in_process(raise_on_error=False).get_asset_check_evaluations()
+        assert not again.passed and again.metadata["baseline_run"].value == "r0"
+        # The command line reads the same table, without Dagster or Spark.
         out, imported = run_groundwork(settings.home, "monitor", check=False, COLUMNS="200")
         assert out.returncode == 1 and "evaluation_trend" in out.stdout and "ALERT" in out.stdout
         assert not imported & {"dagster", "pyspark"}
