@@ -456,12 +456,26 @@ def _fail(exc: Exception) -> typer.Exit:
 
 @app.command("eval")
 def eval_command(
-    gold: Annotated[Path, typer.Option("--gold", help="JSON lines: {query, relevant: [paths]}")],
+    gold: Annotated[
+        Path | None, typer.Option("--gold", help="JSON lines: {query, relevant: [paths]}")
+    ] = None,
     k: Annotated[int, typer.Option("--k", min=1, max=100, help="Recall cut-off")] = 5,
     mode: Annotated[str | None, typer.Option(help="vector | fulltext | hybrid; default: all three")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output")] = False,
+    from_feedback: Annotated[
+        Path | None,
+        typer.Option(
+            "--from-feedback", help="Write a gold file from the positive answer feedback to this path"
+        ),
+    ] = None,
 ) -> None:
-    """Recall@k, MRR@10 and nDCG@10 of the active index on a gold file (same code as the asset)."""
+    """Recall@k, MRR@10 and nDCG@10 of the active index on a gold file (same code as the asset); with
+    --from-feedback, write a gold file from the API's positive feedback instead (docs/monitoring.md)."""
+    if from_feedback is not None:
+        _gold_from_feedback(from_feedback, as_json)
+        return
+    if gold is None:
+        raise _fail(ValueError("give --gold FILE, or --from-feedback FILE to write one from feedback"))
     from models.evaluation import MODES, evaluate, indexed_paths, load_gold, searcher_function
 
     if mode is not None and mode not in MODES:
@@ -492,6 +506,65 @@ def eval_command(
     console.print(table)
     if report.unknown_paths:
         console.print(f"[yellow]gold paths not in the index:[/yellow] {', '.join(report.unknown_paths)}")
+
+
+def _gold_from_feedback(path: Path, as_json: bool) -> None:
+    """Positive feedback joined to the audit log's query text (kept only under the `text` policy)."""
+    from monitoring.feedback import gold_from_feedback, write_gold
+
+    settings = get_settings()
+    entries, skipped = gold_from_feedback(
+        settings.feedback_uri, settings.audit_uri, settings.object_store_options()
+    )
+    write_gold(entries, path)
+    if as_json:
+        typer.echo(json.dumps({"gold_file": str(path), "queries": len(entries), "skipped": skipped}))
+        return
+    console.print(f"{len(entries)} queries written to {path}", soft_wrap=True)
+    if skipped["no_query_text"]:
+        console.print(
+            f"[yellow]{skipped['no_query_text']} positive ratings without query text:[/yellow] the audit log "
+            "keeps only hashes (GROUNDWORK_AUDIT_QUERY_POLICY=hash)"
+        )
+    others = {reason: n for reason, n in skipped.items() if n and reason != "no_query_text"}
+    if others:
+        console.print(
+            "left out: " + ", ".join(f"{n} {reason.replace('_', ' ')}" for reason, n in others.items())
+        )
+
+
+@app.command()
+def monitor(as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output")] = False) -> None:
+    """The newest result of each monitoring check (evaluation trend, embedding, query and data drift);
+    exits 1 when any of them alerts, 0 otherwise. The daily_monitoring job writes the results."""
+    from monitoring.store import latest_results
+    from resources.monitoring import Monitoring
+
+    monitoring = Monitoring.from_settings(get_settings())
+    results = latest_results(monitoring.results_uri, monitoring.storage_options)
+    alerts = [r for r in results if r["alert"]]
+    if as_json:
+        typer.echo(json.dumps({"alerts": len(alerts), "checks": results}, indent=2, default=str))
+    elif not results:
+        console.print("no monitoring results yet: run the daily_monitoring job (or `groundwork run`)")
+    else:
+        table = Table(title="monitoring: newest result per check")
+        for column in ("check", "state", "checked", "summary"):
+            table.add_column(column, overflow="fold", no_wrap=column == "check")
+        for r in results:
+            state = (
+                f"[red]ALERT ({r['severity']})[/red]"
+                if r["alert"]
+                else ("ok" if r["judged"] else "[dim]not judged[/dim]")
+            )
+            checked = r["checked_at"].strftime("%Y-%m-%d %H:%M")
+            table.add_row(r["check_name"], state, checked, r["summary"])
+        console.print(table)
+        for r in alerts:
+            console.print(f"{r['check_name']} report: {r['report']}", soft_wrap=True)
+        console.print(f"{len(alerts)} alert(s)" if alerts else "no alerts")
+    if alerts:
+        raise typer.Exit(1)
 
 
 @models_app.command("list")

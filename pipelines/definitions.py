@@ -13,10 +13,11 @@ from assets.embeddings import assets as embedding_assets
 from assets.evaluation import assets as evaluation_assets
 from assets.prompts import assets as prompt_assets
 from assets.structured.assets import structured_assets
+from monitoring.checks import monitoring_checks, serving_audit
 from pipelines.executor import threaded_executor
 from pipelines.failures import failure_sensor
-from pipelines.jobs import main_job, maintenance_job, validation_job
-from pipelines.schedules import nightly_maintenance, nightly_refresh, nightly_validation
+from pipelines.jobs import main_job, maintenance_job, monitoring_job, validation_job
+from pipelines.schedules import daily_monitoring, nightly_maintenance, nightly_refresh, nightly_validation
 from pipelines.sensors import automation_sensor, landing_sensors
 from pipelines.worker import documents_batch_job, documents_worker_job
 from quality.checks import quality_checks
@@ -35,12 +36,14 @@ def all_assets(settings: Settings) -> list:
 def build_definitions(settings: Settings) -> Definitions:
     """Definitions for one settings object; the module-level ``defs`` uses the environment's."""
     assets, checks = all_assets(settings), quality_checks(settings.sources_file)
+    monitors = monitoring_checks(settings)
     worker_job = documents_worker_job(settings, [*assets, *checks])
+    jobs = [validation_job(checks), monitoring_job(monitors)]
     return Definitions(
-        assets=assets,
-        asset_checks=checks,
-        jobs=[main_job, validation_job, maintenance_job, worker_job, documents_batch_job],
-        schedules=[nightly_refresh, nightly_validation, nightly_maintenance],
+        assets=[*assets, serving_audit],
+        asset_checks=[*checks, *monitors],
+        jobs=[main_job, maintenance_job, worker_job, documents_batch_job, *jobs],
+        schedules=[nightly_refresh, nightly_validation, nightly_maintenance, daily_monitoring],
         sensors=[
             *landing_sensors(settings),
             automation_sensor,

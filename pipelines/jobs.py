@@ -1,6 +1,6 @@
 """Jobs. The main job materializes every asset in-process, so one Spark session serves it; the nightly
-validation job runs every blocking quality check over the current tables; the maintenance job compacts
-and cleans the Delta and LanceDB tables.
+validation job runs every quality check over the current tables; the maintenance job compacts
+and cleans the Delta and LanceDB tables; the monitoring job runs the drift and trend checks daily.
 
 No job-wide ``op_retry_policy``: Dagster's policy retries every exception, bad data included. Steps retry
 through ``@transient_retries`` instead (transient errors only, with the policy's exponential backoff).
@@ -8,7 +8,14 @@ through ``@transient_retries`` instead (transient errors only, with the policy's
 
 from datetime import timedelta
 
-from dagster import AssetSelection, OpExecutionContext, define_asset_job, job, op
+from dagster import (
+    AssetChecksDefinition,
+    AssetSelection,
+    OpExecutionContext,
+    define_asset_job,
+    job,
+    op,
+)
 
 from assets.retries import transient_retries
 from pipelines.maintenance import maintain_delta, maintain_lancedb
@@ -17,6 +24,7 @@ from resources import LakehouseResource, LanceDBResource, SparkResource
 MAIN_JOB = "groundwork_main"
 VALIDATION_JOB = "nightly_validation"
 MAINTENANCE_JOB = "table_maintenance"
+MONITORING_JOB = "daily_monitoring"
 # Runs that write tables carry this tag; dagster.yaml lets one of them run at a time (a VACUUM must not
 # race a MERGE, and two MERGEs into one table conflict anyway).
 WRITES_TABLES_TAG = {"groundwork/writes-tables": "true"}
@@ -28,11 +36,25 @@ main_job = define_asset_job(
     tags=WRITES_TABLES_TAG,
 )
 
-validation_job = define_asset_job(
-    VALIDATION_JOB,
-    selection=AssetSelection.all_asset_checks(),
-    description="Every blocking Great Expectations check over the current tables, without rebuilding them.",
-)
+
+def validation_job(checks: list[AssetChecksDefinition]):
+    """The blocking quality checks (not the monitoring ones, which have their own job)."""
+    return define_asset_job(
+        VALIDATION_JOB,
+        selection=AssetSelection.checks(*checks),
+        description="Every blocking Great Expectations check over the current tables, without rebuilding "
+        "them.",
+    )
+
+
+def monitoring_job(checks: list[AssetChecksDefinition]):
+    """The monitoring checks over the current state (docs/monitoring.md); nothing is rebuilt."""
+    return define_asset_job(
+        MONITORING_JOB,
+        selection=AssetSelection.checks(*checks),
+        description="Evaluation trend, embedding, query and structured-data drift over the current tables "
+        "and the audit log; results in the checks, the monitoring_results table and MLflow.",
+    )
 
 
 @op

@@ -1,5 +1,6 @@
 """Schedules: a nightly run of the main job picks up anything the sensors missed; a nightly validation
-re-checks every table against its suite; maintenance keeps the tables compact and their history bounded.
+re-checks every table against its suite; maintenance keeps the tables compact and their history bounded;
+the daily monitoring job watches quality over time.
 """
 
 from datetime import UTC
@@ -12,7 +13,7 @@ from dagster import (
     schedule,
 )
 
-from pipelines.jobs import main_job, maintenance_job, validation_job
+from pipelines.jobs import MONITORING_JOB, VALIDATION_JOB, main_job, maintenance_job
 
 
 @schedule(
@@ -31,7 +32,7 @@ def nightly_refresh(context: ScheduleEvaluationContext) -> RunRequest:
 
 nightly_validation = ScheduleDefinition(
     name="nightly_validation",
-    job=validation_job,
+    job_name=VALIDATION_JOB,  # built with the code location's checks (pipelines/definitions.py)
     cron_schedule="30 3 * * *",
     execution_timezone="UTC",
     default_status=DefaultScheduleStatus.RUNNING,
@@ -45,4 +46,15 @@ nightly_maintenance = ScheduleDefinition(
     execution_timezone="UTC",
     default_status=DefaultScheduleStatus.RUNNING,
     description="Delta OPTIMIZE + VACUUM and LanceDB compaction, cleanup and index refresh at 04:00 UTC.",
+)
+
+
+daily_monitoring = ScheduleDefinition(
+    name="daily_monitoring",
+    job_name=MONITORING_JOB,
+    cron_schedule="30 4 * * *",
+    execution_timezone="UTC",
+    default_status=DefaultScheduleStatus.RUNNING,
+    description="Evaluation trend, embedding, query and data drift at 04:30 UTC, after the refresh and the "
+    "validation: the night's new chunks and silver rows, the day's queries (docs/monitoring.md).",
 )

@@ -17,6 +17,7 @@ from pipelines.failure_log import recent_failures
 from resources.lakehouse import Lakehouse
 from resources.lancedb import LanceDBStore
 from resources.lancedb.tables import open_active
+from resources.monitoring import EVALUATION_HISTORY_TABLE, MONITORING_RESULTS_TABLE
 from resources.settings import Settings
 
 DOCUMENT_TABLES = ["bronze_documents", "silver_documents", "document_chunks"]
@@ -28,6 +29,7 @@ def collect_status(settings: Settings) -> dict[str, Any]:
     for source in load_sources(settings.sources_file):
         names += [f"bronze_{source.name}", f"silver_{source.name}"]
     names += [*(quarantine_table(layer) for layer in LAYERS), INGESTION_RUNS_TABLE]
+    names += [EVALUATION_HISTORY_TABLE, MONITORING_RESULTS_TABLE]  # docs/monitoring.md
     tables = []
     for name in names:
         info = lakehouse.info(name)

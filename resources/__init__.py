@@ -18,6 +18,7 @@ _DAGSTER_NAMES = [
     "LakehouseResource",
     "LanceDBResource",
     "MLflowResource",
+    "MonitoringResource",
     "PrivacyResource",
     "QualityResource",
     "RetriesResource",

@@ -15,6 +15,7 @@ from resources.embedder import Embedder
 from resources.evaluation import Evaluation
 from resources.lakehouse import Lakehouse
 from resources.lancedb import LanceDBStore
+from resources.monitoring import Monitoring
 from resources.privacy import Privacy
 from resources.quality import Quality
 from resources.retries import Retries
@@ -63,6 +64,10 @@ class EvaluationResource(ConfigurableResource, Evaluation):
     """The retrieval gold set and the promotion gate."""
 
 
+class MonitoringResource(ConfigurableResource, Monitoring):
+    """The monitoring tables, reports and the drift and trend thresholds."""
+
+
 class RetriesResource(ConfigurableResource, Retries):
     """How often, and after what backoff, a step retries a transient engine failure."""
 
@@ -77,6 +82,7 @@ RESOURCE_CLASSES: dict[str, type] = {
     "mlflow": MLflowResource,
     "evaluation": EvaluationResource,
     "retries": RetriesResource,
+    "monitoring": MonitoringResource,
 }
 
 

@@ -245,6 +245,12 @@ class Settings(BaseSettings):
         1.0,
         description="How often the audit log's background thread appends the rows it has buffered.",
     )
+    feedback_uri: str = Field(
+        "",
+        description="Delta table of answer feedback (`POST /feedback`): one row per rating, joined to the "
+        "audit log by request id; `groundwork eval --from-feedback` turns the positive ones into a gold "
+        "file.",
+    )
     organisation: str = Field(
         "Northwind Outfitters",
         description="The organisation named in the answer prompt (`{organisation}` in `rag_answer`).",
@@ -404,6 +410,57 @@ class Settings(BaseSettings):
         0.0,
         description="How much nDCG@10 a candidate model may lose against the champion and still replace it.",
     )
+    # Monitoring (docs/monitoring.md): the evaluation trend and the drift checks of the daily job.
+    monitor_trend_tolerance: float = Field(
+        0.05,
+        ge=0,
+        description="How much MRR@10 or nDCG@10 (any search mode) the newest retrieval evaluation may lose "
+        "against the champion's recorded baseline before the trend check fails.",
+    )
+    monitor_trend_severity: Literal["warn", "block"] = Field(
+        "warn",
+        description="What a failing trend check does: `warn` (a warning in the UI and `groundwork "
+        "monitor`), or `block` (an error that stops the run's downstream steps and moves the active index "
+        "back to the baseline's table when the newest run evaluated another one).",
+    )
+    monitor_alpha: float = Field(
+        0.01,
+        gt=0,
+        lt=1,
+        description="Significance level of the drift checks' two-sample tests; a drift alert needs both "
+        "p below it and an effect above the check's minimum (so a large sample alone does not alert).",
+    )
+    monitor_embedding_min_distance: float = Field(
+        0.05,
+        ge=0,
+        description="Cosine distance between the centroids of new chunks (or of a day's queries) and the "
+        "reference sample above which, with a significant test, an embedding or query drift alert fires.",
+    )
+    monitor_unanswered_max: float = Field(
+        0.3,
+        ge=0,
+        le=1,
+        description="Largest share of a day's queries whose best similarity may fall under "
+        "`GROUNDWORK_ANSWER_MIN_SIMILARITY` (unanswered) before the query check alerts.",
+    )
+    monitor_psi_max: float = Field(
+        0.2,
+        ge=0,
+        description="Population stability index of a silver column against its reference window above "
+        "which, with a significant test, a data drift alert fires (0.1-0.2 moderate, over 0.2 large).",
+    )
+    monitor_reference_days: int = Field(
+        7,
+        ge=1,
+        description="The reference window of the query and structured-data checks: the days before the "
+        "newest one.",
+    )
+    monitor_min_rows: int = Field(
+        20,
+        ge=2,
+        description="Fewest rows (chunks, queries, silver rows) on each side for a drift check to judge; "
+        "with fewer it passes and says so.",
+    )
 
     # Quality, maintenance, retries.
     quality_pandas_max_rows: int = Field(
@@ -475,6 +532,7 @@ class Settings(BaseSettings):
         self.dagster_home = (self.dagster_home or self.home / "dagster").expanduser().resolve()
         self.serve_keys_file = (self.serve_keys_file or self.home / "serving" / "api_keys.db").expanduser()
         self.audit_uri = self.audit_uri or f"{self.delta_uri.rstrip('/')}/serving_audit"
+        self.feedback_uri = self.feedback_uri or f"{self.delta_uri.rstrip('/')}/serving_feedback"
         return self
 
     @property

@@ -36,7 +36,7 @@ from serving.schemas import ErrorResponse
 from serving.service import Service
 
 MAX_BODY_BYTES = 1_000_000
-PROTECTED_PREFIXES = ("/search", "/answer", "/documents")
+PROTECTED_PREFIXES = ("/search", "/answer", "/documents", "/feedback")
 EMBEDDING_PATHS = ("/search", "/answer")  # requests that (usually) embed their query
 
 

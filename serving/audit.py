@@ -49,6 +49,9 @@ AUDIT_SCHEMA = pa.schema(
         pa.field("tokens_saved", pa.int64()),
         pa.field("generation_seconds", pa.float64()),
         pa.field("embedding_seconds", pa.float64()),
+        # Cosine similarity of the query and the closest passage the caller may see, where the request
+        # measured it (/answer, and /search in vector mode): the query drift check's unanswered rate.
+        pa.field("best_similarity", pa.float64()),
     ]
 )
 
@@ -145,6 +148,29 @@ class AuditLog:
 def read_audit(uri: str, storage_options: dict[str, str] | None = None) -> pa.Table:
     """The whole audit table (tests, `groundwork` tooling)."""
     return DeltaTable(uri, storage_options=storage_options or None).to_pyarrow_table()
+
+
+def audited_request(uri: str, request_id: str, storage_options: dict[str, str] | None = None) -> dict | None:
+    """The audit record of one request, or None (not written yet, or no such request)."""
+    import pyarrow.dataset as ds
+
+    try:
+        dataset = DeltaTable(uri, storage_options=storage_options or None).to_pyarrow_dataset()
+    except TableNotFoundError:
+        return None
+    rows = dataset.to_table(filter=ds.field("request_id") == request_id).to_pylist()
+    return rows[0] if rows else None
+
+
+def audit_since(uri: str, since: datetime, storage_options: dict[str, str] | None = None) -> pa.Table | None:
+    """The audit rows written since ``since`` (the query drift check's window); None without a table."""
+    import pyarrow.dataset as ds
+
+    try:
+        dataset = DeltaTable(uri, storage_options=storage_options or None).to_pyarrow_dataset()
+    except TableNotFoundError:
+        return None
+    return dataset.to_table(filter=ds.field("at") >= pa.scalar(since, pa.timestamp("us", tz="UTC")))
 
 
 def tokens_spent_since(

@@ -19,7 +19,14 @@ from urllib.parse import quote
 
 import httpx
 
-from serving.schemas import AnswerResponse, DocumentResponse, HealthResponse, Mode, SearchResponse
+from serving.schemas import (
+    AnswerResponse,
+    DocumentResponse,
+    FeedbackResponse,
+    HealthResponse,
+    Mode,
+    SearchResponse,
+)
 
 
 class GroundworkError(Exception):
@@ -117,6 +124,24 @@ class GroundworkClient:
                     elif event == "error":
                         raise GroundworkError(data.get("status", 502), data["error"], None)
                     event = None
+
+    def feedback(
+        self,
+        request_id: str,
+        rating: Literal["up", "down"],
+        relevant_chunk_ids: list[str] | None = None,
+        wrong_chunk_ids: list[str] | None = None,
+        comment: str | None = None,
+    ) -> FeedbackResponse:
+        """Rate one of this key's /search or /answer responses by its ``request_id``."""
+        body = {
+            "request_id": request_id,
+            "rating": rating,
+            "relevant_chunk_ids": relevant_chunk_ids or [],
+            "wrong_chunk_ids": wrong_chunk_ids or [],
+            "comment": comment,
+        }
+        return FeedbackResponse.model_validate(self._json(self._http.post("/feedback", json=body)))
 
     def health(self) -> HealthResponse:
         response = self._http.get("/health")

@@ -22,6 +22,8 @@ from serving.schemas import (
     AnswerResponse,
     DocumentResponse,
     ErrorResponse,
+    FeedbackRequest,
+    FeedbackResponse,
     HealthResponse,
     SearchRequest,
     SearchResponse,
@@ -110,6 +112,20 @@ def document(document_id: str, request: Request, caller: CallerDep, service: Ser
         table_version=chunks[0].table_version,
         chunks=citations(chunks),
     )
+
+
+@retrieval.post(
+    "/feedback",
+    response_model=FeedbackResponse,
+    tags=["feedback"],
+    responses={404: {"model": ErrorResponse, "description": "Unknown, or another key's request"}},
+)
+def feedback(
+    body: FeedbackRequest, request: Request, caller: CallerDep, service: ServiceDep
+) -> FeedbackResponse:
+    """Rate one of your own /search or /answer requests, optionally naming the returned chunks that were
+    relevant or wrong; another key's request answers 404, like one that does not exist."""
+    return service.feedback(body, caller, request.state.request_id)
 
 
 # ---- generation -----------------------------------------------------------------------------------------

@@ -204,3 +204,31 @@ class HealthResponse(BaseModel):
 class ErrorResponse(BaseModel):
     error: str
     request_id: str | None = None
+
+
+MAX_FEEDBACK_COMMENT = 2000
+
+
+class FeedbackRequest(BaseModel):
+    """A rating of one of the caller's own /search or /answer requests (its ``request_id``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    request_id: str = Field(..., min_length=1, max_length=64, description="The rated request's id.")
+    rating: Literal["up", "down"] = Field(..., description="`up`: the results answered the question.")
+    relevant_chunk_ids: list[str] = Field(
+        default_factory=list, max_length=100, description="Returned chunks that answered it."
+    )
+    wrong_chunk_ids: list[str] = Field(
+        default_factory=list, max_length=100, description="Returned chunks that were wrong or off the point."
+    )
+    comment: str | None = Field(None, max_length=MAX_FEEDBACK_COMMENT)
+
+
+class FeedbackResponse(BaseModel):
+    request_id: str = Field(..., description="This feedback request's own id.")
+    rated_request_id: str
+    rating: Literal["up", "down"]
+    relevant_paths: list[str] = Field(
+        default_factory=list, description="The documents the feedback counts as relevant (its gold paths)."
+    )

@@ -491,6 +491,16 @@ class Searcher:
     def row_count(self) -> int:
         return self.current()[0].count_rows()
 
+    def chunk_paths(self, chunk_ids: Iterable[str]) -> dict[str, str]:
+        """Chunk id → its document's path, for the ids still in the active table (feedback's gold paths)."""
+        ids = list(dict.fromkeys(chunk_ids))
+        if not ids:
+            return {}
+        table, _ = self.current()
+        where = f"chunk_id IN ({', '.join(_quote(i) for i in ids)})"
+        rows = table.search().where(where).select(["chunk_id", "path"]).limit(len(ids)).to_arrow()
+        return dict(zip(rows["chunk_id"].to_pylist(), rows["path"].to_pylist(), strict=True))
+
 
 def _columns(state: IndexState) -> list[str]:
     """The columns a hit is read from: with ``citation`` where the table has it (every table built or

@@ -33,6 +33,8 @@ from serving.schemas import (
     AnswerResponse,
     BackendStep,
     Citation,
+    FeedbackRequest,
+    FeedbackResponse,
     Limits,
     QueryRequest,
     SearchRequest,
@@ -233,6 +235,8 @@ class Service:
                 state = IndexState(hits[0].table_name, hits[0].table_version, state.model_id, state.dimension)
             self.cache.put(self._scope("search", groups, query, state), vector, (hits, state))
         self.metrics.injection_flags.inc(sum(h.injection_suspected for h in hits))
+        if query.mode == "vector" and hits:  # the closest passage's similarity, free in vector mode
+            audit.update(best_similarity=hits[0].score)
         audit.update(
             chunk_ids=[h.chunk_id for h in hits],
             table_version=state.version,
@@ -287,7 +291,7 @@ class Service:
             best_similarity=similarity,
             usage=usage,
         )
-        audit.update(prompt_version=prompt.version)
+        audit.update(prompt_version=prompt.version, best_similarity=similarity)
         if not relevant(similarity, s.answer_min_similarity):
             audit.update(grounded=False)
             response = AnswerResponse(**base, generated=False, answer=NO_ANSWER, llm_model=None, refused=True)
@@ -368,6 +372,58 @@ class Service:
             return response
 
         return PendingAnswer(generate=generate)
+
+    def feedback(self, body: FeedbackRequest, caller: Caller, feedback_id: str) -> FeedbackResponse:
+        """Store a rating of one of ``caller``'s own /search or /answer requests (docs/monitoring.md).
+
+        The rated request is looked up in the audit log (flushed first when it is not there yet); another
+        key's request answers 404 like an unknown one. Chunk ids must be among those the request returned,
+        so a rating cannot name (or probe for) chunks outside the caller's groups."""
+        from monitoring.feedback import RATEABLE_ENDPOINTS, record_feedback
+        from serving.audit import audited_request
+
+        options = self.settings.object_store_options()
+        audited = audited_request(self.settings.audit_uri, body.request_id, options)
+        if audited is None:
+            self.audit.flush()
+            audited = audited_request(self.settings.audit_uri, body.request_id, options)
+        if audited is None or audited["caller"] != caller.name:
+            raise ApiError(404, "request not found")
+        if audited["endpoint"] not in RATEABLE_ENDPOINTS or audited["status"] != 200:
+            raise ApiError(400, "only a successful /search or /answer request can be rated")
+        returned = audited["chunk_ids"] or []
+        named = set(body.relevant_chunk_ids) | set(body.wrong_chunk_ids)
+        if not named <= set(returned):
+            raise ApiError(400, "relevant_chunk_ids and wrong_chunk_ids must be chunks the request returned")
+        relevant = body.relevant_chunk_ids or [c for c in returned if c not in body.wrong_chunk_ids]
+        paths = self._paths(relevant) if body.rating == "up" else []
+        record_feedback(
+            self.settings.feedback_uri,
+            {
+                "feedback_id": feedback_id,
+                "request_id": body.request_id,
+                "caller": caller.name,
+                "endpoint": audited["endpoint"],
+                "rating": body.rating,
+                "relevant_chunk_ids": body.relevant_chunk_ids,
+                "wrong_chunk_ids": body.wrong_chunk_ids,
+                "relevant_paths": paths,
+                "comment": body.comment,
+                "table_version": audited["table_version"],
+            },
+            options,
+        )
+        return FeedbackResponse(
+            request_id=feedback_id, rated_request_id=body.request_id, rating=body.rating, relevant_paths=paths
+        )
+
+    def _paths(self, chunk_ids: list[str]) -> list[str]:
+        """The document paths of ``chunk_ids`` in the active table, in their order (gold files name paths)."""
+        if not chunk_ids:
+            return []
+        searcher, _ = self.index()
+        found = searcher.chunk_paths(chunk_ids)
+        return list(dict.fromkeys(found[c] for c in chunk_ids if c in found))
 
     def best_similarity(self, query: QueryRequest, found: Retrieval) -> float | None:
         """Cosine similarity of the question and the closest passage the caller may see with the same

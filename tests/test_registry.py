@@ -13,7 +13,7 @@ import pytest
 from conftest import ENGINES, PipelineRuns, make_settings, run_groundwork
 
 from models.embedding_model import packaged_model_path
-from models.evaluation import load_gold
+from models.evaluation import MODES, load_gold
 from models.generator_registry import resolve_generator
 from models.model_registry import (
     TAG_PACKAGE_VERSION,
@@ -25,8 +25,10 @@ from models.model_registry import (
 )
 from models.promotion import promote, rollback
 from models.prompt_registry import PROMPTS_DIR, load_prompt, set_prompt_alias, sync_prompts
+from monitoring.store import evaluation_history, latest_results
 from resources import EmbedderResource, Settings, build_resources
 from resources.lancedb.tables import activation_history, active_table_name, open_active, table_model
+from resources.monitoring import Monitoring
 from resources.settings import SAMPLES_DIR
 from serving.champion import champion_searcher
 
@@ -178,6 +180,17 @@ def test_retrieval_evaluation_asset_logs_metrics_to_mlflow(sample_pipeline: Pipe
     assert run.data.tags["lancedb_table"] == meta["lancedb_table"]
     assert run.data.metrics["vector_ndcg_at_10"] == pytest.approx(meta["vector_ndcg_at_10"], abs=1e-4)
     assert [a.path for a in client.list_artifacts(run.info.run_id)] == ["evaluation.json"]
+
+    # The same run's metrics in the evaluation history; the second, unchanged run adds none, and the
+    # trend check and the embedding drift check ran in both, with nothing to alert on.
+    monitoring = Monitoring.from_settings(sample_pipeline.settings)
+    history = evaluation_history(monitoring.history_uri)
+    assert {(r["mode"], r["mlflow_run_id"]) for r in history} == {(m, meta["mlflow_run_id"]) for m in MODES}
+    assert next(r for r in history if r["mode"] == "vector")["ndcg"] == pytest.approx(
+        meta["vector_ndcg_at_10"], abs=1e-4
+    )
+    results = {r["check_name"]: r for r in latest_results(monitoring.results_uri)}
+    assert not results["evaluation_trend"]["alert"] and not results["embedding_drift"]["alert"]
 
 
 # ---- promotion and rollback --------------------------------------------------------------------------

@@ -27,13 +27,14 @@ from conftest import ENGINES, groundwork_command, groundwork_env, imported_packa
 from prometheus_client.parser import text_string_to_metric_families
 from typer.testing import CliRunner
 
+from models.evaluation import load_gold
 from models.prompt_registry import sync_prompts
 from resources import EmbedderResource, build_resources
 from resources.lancedb.sync import sync_embeddings
 from resources.lancedb.tables import activate, active_table_name
 from resources.settings import PROJECT_ROOT
 from serving.app import create_app
-from serving.audit import AuditLog, read_audit
+from serving.audit import AuditLog, audited_request, read_audit
 from serving.client import GroundworkClient, GroundworkError
 from serving.keys import KeyStore
 
@@ -683,6 +684,77 @@ def test_python_client_has_the_same_operations(env):
     with GroundworkClient(env["url"], "gw_wrong") as gw, pytest.raises(GroundworkError) as unauthorised:
         gw.search("returns")
     assert unauthorised.value.status == 401
+
+
+# ---- feedback -------------------------------------------------------------------------------------------
+
+
+def test_feedback_round_trip_only_on_the_callers_own_requests(env, tmp_path):
+    """A rating joins the audit log by request id; another key's request is 404 like an unknown one; the
+    gold file takes the query text only where the audit policy kept it."""
+    from monitoring.feedback import gold_from_feedback, read_feedback
+
+    settings = env["settings"]
+    with GroundworkClient(env["url"], env["keys"]["finance-svc"]) as gw:
+        found = gw.search("cost of returned items", k=3, mode="vector")
+        chunk = found.hits[0].chunk_id
+        stored = gw.feedback(found.request_id, "up", relevant_chunk_ids=[chunk], comment="spot on")
+        assert stored.rated_request_id == found.request_id and stored.relevant_paths == [found.hits[0].path]
+        with pytest.raises(GroundworkError) as unknown_chunk:  # a chunk the request did not return
+            gw.feedback(found.request_id, "up", relevant_chunk_ids=["doc-leave-0"])
+        assert unknown_chunk.value.status == 400
+        with pytest.raises(GroundworkError) as unknown:
+            gw.feedback("0" * 32, "down")
+        assert unknown.value.status == 404
+    with GroundworkClient(env["url"], env["keys"]["hr-svc"]) as other:
+        with pytest.raises(GroundworkError) as foreign:
+            other.feedback(found.request_id, "down", comment="not mine to rate")
+        assert foreign.value.status == 404 and foreign.value.message == unknown.value.message
+    audited = audited_request(settings.audit_uri, found.request_id)
+    assert audited["best_similarity"] == pytest.approx(found.hits[0].score)  # the query drift check's figure
+    rows = read_feedback(settings.feedback_uri)
+    assert [(r["request_id"], r["caller"], r["rating"]) for r in rows] == [
+        (found.request_id, "finance-svc", "up")
+    ]
+    assert rows[0]["relevant_chunk_ids"] == [chunk] and rows[0]["comment"] == "spot on"
+    assert "cost of returned items" not in json.dumps(rows, default=str)  # feedback holds no query text
+    entries, skipped = gold_from_feedback(settings.feedback_uri, settings.audit_uri)
+    assert entries == [] and skipped["no_query_text"] == 1  # the hash policy kept no text
+
+    # Where the policy keeps the text, positive feedback becomes a gold file `groundwork eval` reads.
+    text_settings = settings.model_copy(
+        update={
+            "audit_query_policy": "text",
+            "audit_uri": str(tmp_path / "audit"),
+            "feedback_uri": str(tmp_path / "feedback"),
+        }
+    )
+    app = create_app(text_settings, embedders=[EmbedderResource()])
+    with Server(app) as server, GroundworkClient(server.url, env["keys"]["public-svc"]) as gw:
+        liked = gw.search("How long is the return window?", k=2, mode="vector")
+        gw.feedback(liked.request_id, "up")  # no chunks named: every returned chunk counts
+        disliked = gw.search("what is the refund window?", k=2, mode="vector")
+        gw.feedback(disliked.request_id, "down", wrong_chunk_ids=[disliked.hits[0].chunk_id])
+    gold = tmp_path / "gold.jsonl"
+    from pipelines.cli import app as cli
+
+    out = CliRunner().invoke(
+        cli,
+        ["eval", "--from-feedback", str(gold), "--json"],
+        env={
+            "GROUNDWORK_HOME": str(settings.home),
+            "GROUNDWORK_AUDIT_URI": text_settings.audit_uri,
+            "GROUNDWORK_FEEDBACK_URI": text_settings.feedback_uri,
+        },
+    )
+    assert out.exit_code == 0, out.output
+    assert json.loads(out.output)["skipped"]["negative"] == 1
+    [line] = gold.read_text().splitlines()
+    assert json.loads(line) == {
+        "query": "How long is the return window?",
+        "relevant": list(dict.fromkeys(h.path for h in liked.hits)),
+    }
+    assert load_gold(gold)[0].relevant == tuple(dict.fromkeys(h.path for h in liked.hits))
 
 
 def test_keys_cli_prints_the_key_once_and_stores_only_its_hash(tmp_path, monkeypatch):

@@ -7,7 +7,14 @@ from dagster import AssetExecutionContext, MaterializeResult, MetadataValue, ass
 from assets.embeddings.assets import chunk_embeddings
 from models.evaluation import evaluate, indexed_paths, load_gold, log_to_mlflow, searcher_function
 from models.model_registry import pipeline_embedder
-from resources import EmbedderResource, EvaluationResource, LanceDBResource, MLflowResource
+from monitoring.store import record_evaluation
+from resources import (
+    EmbedderResource,
+    EvaluationResource,
+    LanceDBResource,
+    MLflowResource,
+    MonitoringResource,
+)
 from resources.lancedb.tables import table_model
 from serving.search import Searcher
 
@@ -19,9 +26,11 @@ def retrieval_evaluation(
     embedder: EmbedderResource,
     mlflow: MLflowResource,
     evaluation: EvaluationResource,
+    monitoring: MonitoringResource,
 ) -> MaterializeResult:
     """Recall@k, MRR@10 and nDCG@10 of vector, full-text and hybrid search on the gold set, logged to an
-    MLflow run tagged with the model's registry version and the LanceDB table version.
+    MLflow run tagged with the model's registry version and the LanceDB table version, and to the
+    ``evaluation_history`` Delta table that the ``evaluation_trend`` check reads.
 
     Without a gold file, or when none of its documents is indexed (your own documents and no questions
     written for them yet), it records that and passes.
@@ -72,6 +81,19 @@ def retrieval_evaluation(
         "gold_file": str(evaluation.gold_path),
     }
     run_id = log_to_mlflow(mlflow, report, tags, params={"k": evaluation.k, "queries": len(gold)})
+    record_evaluation(
+        monitoring.history_uri,
+        {m.mode: {"mrr": m.mrr, "ndcg": m.ndcg, "recall": m.recall} for m in report.modes.values()},
+        {
+            **evaluated,
+            "model_id": model.model_id,
+            "model_registry_version": tags["model_registry_version"],
+            "queries": len(gold),
+            "mlflow_run_id": run_id,
+            "dagster_run_id": context.run_id,
+        },
+        monitoring.storage_options,
+    )
     for mode in report.modes.values():
         context.log.info("%s: %s", mode.mode, mode.summary())
     return MaterializeResult(
