@@ -30,7 +30,7 @@ S3A_POM := resources/jars/s3a-pom.xml
 S3A_STAMP := $(JARS)/s3a/.s3a-$(shell sha256sum $(S3A_POM) | cut -c1-16)
 S3A_PROVIDED := io.netty,org.apache.httpcomponents,commons-codec,commons-logging,org.slf4j
 UV := $(CACHE)/uv/bin/uv
-PROJECT_PACKAGES := pipelines assets resources quality models serving
+PROJECT_PACKAGES := pipelines assets resources quality models serving monitoring
 
 export GROUNDWORK_SPARK_JARS_DIR := $(JARS)
 export SPARK_LOCAL_IP ?= 127.0.0.1
