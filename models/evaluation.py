@@ -4,8 +4,8 @@ A gold file holds JSON lines ``{"query": "...", "relevant": ["path", ...]}`` wit
 landing folder of documents (what every chunk carries in ``path``). Metrics are per document: a ranked
 list of chunks becomes the list of distinct documents in the order they first appear, so five chunks
 of one document count once. hit@k is what a user feels (any relevant document in the top k); recall@k
-is the fraction of the relevant documents found there. The Dagster asset, `groundwork eval`, promotion and the benchmark all call
-``evaluate``; only the search function differs.
+is the fraction of the relevant documents found there. The Dagster asset, `groundwork eval`, promotion
+and the benchmark all call ``evaluate``; only the search function differs.
 """
 
 from __future__ import annotations

@@ -441,7 +441,9 @@ def serve(
 
 # ---- MLflow: retrieval evaluation, the embedding model registry, prompts ----------------------------
 
-models_app = typer.Typer(help="The embedding model in the MLflow registry: list, promote, roll back.")
+models_app = typer.Typer(
+    help="The embedding model in the MLflow registry: list, adapt, promote, roll back."
+)
 prompts_app = typer.Typer(help="Prompt templates in the MLflow prompt registry.")
 generators_app = typer.Typer(help="Answer generators in the MLflow registry: the local model, its champion.")
 app.add_typer(models_app, name="models")
@@ -650,6 +652,58 @@ def models_promote(
             f"MLflow run {decision.mlflow_run_id}"
         )
     if not decision.promoted:
+        raise typer.Exit(1)
+
+
+@models_app.command("adapt")
+def models_adapt(
+    max_steps: Annotated[int, typer.Option(help="Training steps on CPU (bounded)")] = 60,
+    gpu_max_steps: Annotated[int, typer.Option(help="Training steps on a GPU (0: one epoch)")] = 0,
+    learning_rate: Annotated[float, typer.Option(help="AdamW learning rate")] = 1e-5,
+    batch_size: Annotated[int, typer.Option(help="Pairs per batch (in-batch negatives)")] = 32,
+    seed: Annotated[int, typer.Option(help="Seed of sampling and training")] = 42,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Fine-tune the champion on pairs mined from the gold chunks (the ``adapt_embedder`` job, recorded in
+    Dagster), register it in MLflow, and promote it through the eval gate only if it is better.
+    Exit 1 when the gate refuses it."""
+    from dagster import DagsterInstance
+
+    from pipelines.definitions import build_definitions
+    from pipelines.jobs import ADAPT_JOB
+
+    settings = get_settings()
+    ensure_dagster_home(settings)
+    job = build_definitions(settings).resolve_job_def(ADAPT_JOB)
+    config = {
+        "max_steps": max_steps,
+        "gpu_max_steps": gpu_max_steps,
+        "learning_rate": learning_rate,
+        "batch_size": batch_size,
+        "seed": seed,
+    }
+    with DagsterInstance.get() as instance:
+        result = job.execute_in_process(
+            run_config={"ops": {"adapted_embedder": {"config": config}}},
+            instance=instance,
+            raise_on_error=False,
+        )
+    if not result.success:
+        raise _fail(RuntimeError(f"the {ADAPT_JOB} run {result.run_id} failed: see its logs in the UI"))
+    meta = {}
+    for event in result.get_asset_materialization_events():
+        meta = {k: v.value for k, v in event.materialization.metadata.items()}
+    if as_json:
+        typer.echo(json.dumps(meta, indent=2, default=str))
+    else:
+        verdict = "[green]promoted[/green]" if meta.get("promoted") else "[red]refused[/red]"
+        console.print(
+            f"adapted v{meta.get('registered_version')} ({meta.get('pairs')} pairs, "
+            f"{meta.get('train_steps')} steps in {meta.get('train_seconds')}s on {meta.get('device')}) "
+            f"{verdict}: nDCG@10 {meta.get('candidate_ndcg')} vs champion "
+            f"v{meta.get('champion_version_before')} {meta.get('champion_ndcg')}"
+        )
+    if not meta.get("promoted"):
         raise typer.Exit(1)
 
 
