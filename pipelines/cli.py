@@ -441,9 +441,7 @@ def serve(
 
 # ---- MLflow: retrieval evaluation, the embedding model registry, prompts ----------------------------
 
-models_app = typer.Typer(
-    help="The embedding model in the MLflow registry: list, adapt, promote, roll back."
-)
+models_app = typer.Typer(help="The embedding model in the MLflow registry: list, adapt, promote, roll back.")
 prompts_app = typer.Typer(help="Prompt templates in the MLflow prompt registry.")
 generators_app = typer.Typer(help="Answer generators in the MLflow registry: the local model, its champion.")
 app.add_typer(models_app, name="models")
