@@ -94,3 +94,19 @@ def test_a_tiny_fine_tune_is_registered_evaluated_and_gated(small_home, tmp_path
         assert champion_history(tracking)[-1]["version"] == version
     else:
         assert champion_version(tracking) == champion
+
+
+def test_training_is_its_own_job_in_the_gpu_pool_never_part_of_a_refresh(tmp_path):
+    from conftest import make_settings
+    from dagster import AssetKey
+
+    from pipelines.definitions import build_definitions
+    from pipelines.jobs import ADAPT_JOB, MAIN_JOB
+
+    defs = build_definitions(make_settings(tmp_path))
+    key = AssetKey("adapted_embedder")
+    assert key not in defs.resolve_job_def(MAIN_JOB).asset_layer.executable_asset_keys
+    adapt_layer = defs.resolve_job_def(ADAPT_JOB).asset_layer
+    assert adapt_layer.executable_asset_keys == {key}
+    assert adapt_layer.get(key).assets_def.op.pool == "gpu"
+    assert adapt_layer.get(key).assets_def.specs_by_key[key].automation_condition is None
