@@ -499,10 +499,10 @@ def eval_command(
         typer.echo(json.dumps(out, indent=2))
         return
     table = Table(title=f"{len(queries)} queries on {searcher.table.name} v{searcher.table.version}")
-    for column in ("mode", f"recall@{k}", "MRR@10", "nDCG@10"):
+    for column in ("mode", f"hit@{k}", f"recall@{k}", "MRR@10", "nDCG@10"):
         table.add_column(column)
     for m in report.modes.values():
-        table.add_row(m.mode, f"{m.recall:.4f}", f"{m.mrr:.4f}", f"{m.ndcg:.4f}")
+        table.add_row(m.mode, f"{m.hit:.4f}", f"{m.recall:.4f}", f"{m.mrr:.4f}", f"{m.ndcg:.4f}")
     console.print(table)
     if report.unknown_paths:
         console.print(f"[yellow]gold paths not in the index:[/yellow] {', '.join(report.unknown_paths)}")
