@@ -78,7 +78,7 @@ def mine_pairs(chunks, gold_queries=(), max_pairs: int = 20000, seed: int = 42) 
 
 
 def overlap(pairs, gold_queries) -> int:
-    """How many gold questions appear (normalized) as a training query or inside a training text: 0 is
+    """How many gold questions are (normalized: lower case, no punctuation) a training query: 0 is
     required; the benchmark prints it."""
     gold = {_normalized(q) for q in gold_queries}
     texts = [_normalized(q) for q, _ in pairs]
