@@ -352,8 +352,26 @@ def demo(question: Annotated[str, typer.Argument()] = SAMPLE_QUESTION) -> None:
 
 @app.command()
 def dev(port: Annotated[int, typer.Option()] = 3000) -> None:
-    """Start the Dagster UI and daemon (`dagster dev`) on this project, storage under GROUNDWORK_HOME."""
-    ensure_dagster_home(get_settings())
+    """Start the Dagster UI and daemon (`dagster dev`) on this project, storage under GROUNDWORK_HOME.
+
+    Without GROUNDWORK_KAFKA_BOOTSTRAP, a local Kafka broker starts first (storage under
+    GROUNDWORK_HOME/kafka, kept between runs) and stops with the UI.
+    """
+    from resources.kafka import local_broker_from_env
+
+    settings = get_settings()
+    ensure_dagster_home(settings)
+    env = dict(os.environ)
+    broker = local_broker_from_env(settings.home, settings.spark_jars_dir)
+    if broker is not None:
+        try:
+            broker.start()
+        except (FileNotFoundError, RuntimeError, TimeoutError) as exc:
+            console.print(f"[yellow]no local Kafka broker:[/yellow] {exc}")
+            broker = None
+        else:
+            env["GROUNDWORK_KAFKA_BOOTSTRAP"] = broker.bootstrap
+            console.print(f"local Kafka broker on {broker.bootstrap} (storage {broker.data_dir})")
     command = [
         sys.executable,
         "-m",
@@ -366,7 +384,12 @@ def dev(port: Annotated[int, typer.Option()] = 3000) -> None:
         "-p",
         str(port),
     ]
-    raise typer.Exit(subprocess.call(command, cwd=PROJECT_ROOT))
+    try:
+        code = subprocess.call(command, cwd=PROJECT_ROOT, env=env)
+    finally:
+        if broker is not None:
+            broker.stop()
+    raise typer.Exit(code)
 
 
 # ---- Serving: `groundwork serve` and `groundwork keys` (the HTTP API in serving/app.py) ----------------
