@@ -159,3 +159,70 @@ def test_dev_leaves_an_external_cluster_alone(tmp_path, monkeypatch):
     assert CliRunner().invoke(cli.app, ["dev"]).exit_code == 0
     assert seen["GROUNDWORK_KAFKA_BOOTSTRAP"] == "kafka-1:9093"
     assert not (tmp_path / "home" / "kafka").exists()
+
+
+# ---- Messages → bronze records (assets/structured/topics.py) ----------------------------------------
+
+
+def test_a_message_becomes_a_record_or_a_reason():
+    from assets.structured.topics import parse_message
+
+    key = ["order_id"]
+    assert parse_message(b"o1", b'{"order_id": "o1", "amount": 12.5, "tags": ["a"]}', key) == (
+        "o1",
+        '{"order_id": "o1", "amount": 12.5, "tags": ["a"]}',
+        {"order_id": "o1", "amount": "12.5", "tags": '["a"]'},
+        None,
+    )
+    # The key fills a key column the value leaves out; a tombstone deletes its key.
+    assert parse_message(b"o2", b'{"amount": 1}', key)[2] == {"amount": "1", "order_id": "o2"}
+    assert parse_message(b"o3", None, key)[2] == {"order_id": "o3", "_deleted": "true"}
+    reasons = {
+        "no key": parse_message(None, b'{"order_id": "o4"}', key)[3],
+        "bad json": parse_message(b"o5", b'{"order_id": ', key)[3],
+        "not object": parse_message(b"o6", b"[1, 2]", key)[3],
+        "mismatch": parse_message(b"o7", b'{"order_id": "o8"}', key)[3],
+        "too big": parse_message(b"o9", b'{"x": "' + b"a" * 1_000_001 + b'"}', key)[3],
+        "utf8": parse_message(b"o10", b'{"x": "\xff"}', key)[3],
+        "composite": parse_message(b"o11", b"{}", ["order_id", "line"])[3],
+    }
+    assert reasons["no key"].startswith("message has no key")
+    assert reasons["bad json"].startswith("invalid JSON")
+    assert "not an object" in reasons["not object"]
+    assert "o7" in reasons["mismatch"] and "o8" in reasons["mismatch"]
+    assert "over the 1,000,000-byte limit" in reasons["too big"]
+    assert "not valid UTF-8" in reasons["utf8"]
+    assert "JSON object of the key columns" in reasons["composite"]
+    composite = parse_message(b'{"order_id": "o12", "line": 2}', b'{"sku": "s"}', ["order_id", "line"])
+    assert composite[2] == {"sku": "s", "order_id": "o12", "line": "2"}
+
+
+def test_a_topic_read_by_spark_becomes_bronze_records_with_their_offsets(kafka_broker, spark):
+    from assets.structured.topics import parse_kafka_records
+
+    topic = f"orders-{uuid.uuid4().hex[:8]}"
+    produce(
+        kafka_broker.bootstrap,
+        topic,
+        [
+            (b"o1", b'{"order_id": "o1", "amount": 3}'),
+            (None, b'{"order_id": "o2"}'),
+            (b"o3", b"not json"),
+            (b"o1", None),
+        ],
+    )
+    messages = (
+        spark.read.format("kafka")
+        .options(**spark_options(kafka_broker.bootstrap, {}))
+        .option("subscribe", topic)
+        .option("startingOffsets", "earliest")
+        .load()
+    )
+    rows = {r._offset: r for r in parse_kafka_records(messages, ["order_id"]).collect()}
+    assert sorted(rows) == [0, 1, 2, 3]  # every message is a row: none lost
+    assert {r._topic for r in rows.values()} == {topic} and {r._partition for r in rows.values()} == {0}
+    assert rows[0].record == {"order_id": "o1", "amount": "3"} and rows[0]._error is None
+    assert rows[0]._kafka_timestamp is not None and rows[0]._key == "o1"
+    assert rows[1].record is None and rows[1]._error.startswith("message has no key")
+    assert rows[2]._error.startswith("invalid JSON") and rows[2]._raw == "not json"
+    assert rows[3].record == {"order_id": "o1", "_deleted": "true"}
