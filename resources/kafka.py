@@ -228,3 +228,63 @@ def local_broker_from_env(home: Path, jars_dir: Path | str) -> LocalBroker | Non
     if os.environ.get("GROUNDWORK_KAFKA_BOOTSTRAP"):
         return None
     return LocalBroker(Path(home) / "kafka", jars_dir)
+
+
+class OffsetsLost(RuntimeError):
+    """Messages a consumer has not processed are gone from the topic (retention passed, topic recreated)."""
+
+
+def watermarks(
+    bootstrap: str, topic: str, options: dict[str, str] | None = None, timeout: float = 10.0
+) -> dict[int, tuple[int, int]]:
+    """Per partition of ``topic``: (earliest offset still stored, next offset to be written)."""
+    from confluent_kafka import Consumer, TopicPartition
+
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": "groundwork-watermarks",
+            "enable.auto.commit": False,
+            "log_level": 0,
+            **client_options(options or {}),
+        }
+    )
+    try:
+        metadata = consumer.list_topics(topic, timeout=timeout).topics[topic]
+        if metadata.error is not None:
+            raise RuntimeError(f"Kafka topic {topic!r}: {metadata.error.str()}")
+        return {
+            p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=timeout)
+            for p in sorted(metadata.partitions)
+        }
+    finally:
+        consumer.close()
+
+
+def consumer_lag(marks: dict[int, tuple[int, int]], processed: dict[int, int]) -> dict[int, int]:
+    """Per partition: the latest offset minus what was processed (``processed``: the next offset to read,
+    as Spark's checkpoint records it; a partition never read counts from its earliest stored offset)."""
+    return {p: max(0, high - processed.get(p, low)) for p, (low, high) in marks.items()}
+
+
+def check_offsets_available(topic: str, marks: dict[int, tuple[int, int]], processed: dict[int, int]) -> None:
+    """Raise ``OffsetsLost`` naming the lost range when a partition no longer holds the next offset to read:
+    never skip silently (Spark's ``failOnDataLoss`` stays on; this names the range before it fails)."""
+    lost = []
+    for partition, next_offset in sorted(processed.items()):
+        if partition not in marks:
+            lost.append(f"partition {partition} no longer exists (topic recreated with fewer partitions?)")
+            continue
+        low, high = marks[partition]
+        if next_offset > high:
+            lost.append(
+                f"partition {partition}: offsets up to {next_offset - 1} were processed but the topic "
+                f"now ends at {high - 1} (topic recreated?)"
+            )
+        elif next_offset < low:
+            lost.append(
+                f"partition {partition}: offsets {next_offset}..{low - 1} ({low - next_offset} messages) "
+                "are no longer stored (retention passed?)"
+            )
+    if lost:
+        raise OffsetsLost(f"Kafka topic {topic!r} lost messages not yet ingested: " + "; ".join(lost))

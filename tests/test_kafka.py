@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 import uuid
 
 import pytest
@@ -226,3 +227,68 @@ def test_a_topic_read_by_spark_becomes_bronze_records_with_their_offsets(kafka_b
     assert rows[1].record is None and rows[1]._error.startswith("message has no key")
     assert rows[2]._error.startswith("invalid JSON") and rows[2]._raw == "not json"
     assert rows[3].record == {"order_id": "o1", "_deleted": "true"}
+
+
+# ---- Lag and lost offsets (resources/kafka.py) ------------------------------------------------------
+
+
+def test_lag_and_lost_ranges_from_a_real_streaming_checkpoint(kafka_broker, spark, tmp_path):
+    from confluent_kafka import TopicPartition
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    from assets.structured.topics import checkpoint_offsets
+    from resources.kafka import OffsetsLost, check_offsets_available, consumer_lag, watermarks
+
+    topic = f"lag-{uuid.uuid4().hex[:8]}"
+    admin = AdminClient({"bootstrap.servers": kafka_broker.bootstrap})
+    admin.create_topics([NewTopic(topic, num_partitions=2, replication_factor=1)])[topic].result(30)
+    producer = Producer({"bootstrap.servers": kafka_broker.bootstrap})
+    for i in range(6):
+        producer.produce(topic, key=f"k{i}".encode(), value=b"{}", partition=i % 2)
+    assert producer.flush(30) == 0
+
+    checkpoint = tmp_path / "checkpoint"
+    query = (
+        spark.readStream.format("kafka")
+        .options(**spark_options(kafka_broker.bootstrap, {}))
+        .option("subscribe", topic)
+        .option("startingOffsets", "earliest")
+        .load()
+        .writeStream.format("noop")
+        .option("checkpointLocation", str(checkpoint))
+        .trigger(availableNow=True)
+        .start()
+    )
+    query.awaitTermination(120)
+    processed = checkpoint_offsets(str(checkpoint), topic)
+    assert processed == {0: 3, 1: 3}
+    for _ in range(4):  # 4 more, not yet processed
+        producer.produce(topic, key=b"x", value=b"{}", partition=0)
+    assert producer.flush(30) == 0
+    marks = watermarks(kafka_broker.bootstrap, topic)
+    assert consumer_lag(marks, processed) == {0: 4, 1: 0}
+    check_offsets_available(topic, marks, processed)  # nothing lost yet
+
+    # Retention passes over offsets 0..4 of partition 0 (3 and 4 never processed): named, not skipped.
+    futures = admin.delete_records([TopicPartition(topic, 0, 5)])
+    for future in futures.values():
+        future.result(30)
+    with pytest.raises(OffsetsLost, match=r"partition 0: offsets 3\.\.4 \(2 messages\) are no longer stored"):
+        check_offsets_available(topic, watermarks(kafka_broker.bootstrap, topic), processed)
+
+    # The topic deleted and recreated empty: its end is before what was processed.
+    admin.delete_topics([topic])[topic].result(30)
+    for _ in range(60):
+        try:
+            admin.create_topics([NewTopic(topic, num_partitions=2, replication_factor=1)])[topic].result(30)
+            break
+        except Exception:  # still being deleted
+            time.sleep(0.5)
+    for _ in range(60):  # until the new, empty topic is the one the broker serves
+        marks = watermarks(kafka_broker.bootstrap, topic)
+        if marks == {0: (0, 0), 1: (0, 0)}:
+            break
+        time.sleep(0.5)
+    recreated = r"partition 1: offsets up to 2 were processed but the topic now ends at -1"
+    with pytest.raises(OffsetsLost, match=recreated):
+        check_offsets_available(topic, marks, processed)

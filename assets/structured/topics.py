@@ -121,3 +121,22 @@ def parse_kafka_records(messages: DataFrame, primary_key: list[str]) -> DataFram
     """Spark's Kafka rows (key, value, topic, partition, offset, timestamp) → one bronze record each."""
     columns = messages.select("topic", "partition", "offset", "timestamp", "key", "value")
     return columns.mapInPandas(_parse_messages(primary_key), KAFKA_RECORD_SCHEMA)
+
+
+def checkpoint_offsets(checkpoint: str, topic: str) -> dict[int, int]:
+    """The next offset per partition of ``topic`` that a Structured Streaming checkpoint (a local folder)
+    records as planned: the last file of ``offsets/``, whose last line is the Kafka source's offsets."""
+    from pathlib import Path
+
+    folder = Path(checkpoint) / "offsets"
+    batches = sorted((int(p.name) for p in folder.glob("*") if p.name.isdigit()), reverse=True)
+    for batch in batches:
+        lines = (folder / str(batch)).read_text().strip().splitlines()
+        for line in reversed(lines):
+            try:
+                value = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if isinstance(value, dict) and topic in value:
+                return {int(p): int(o) for p, o in value[topic].items()}
+    return {}
