@@ -392,6 +392,61 @@ def dev(port: Annotated[int, typer.Option()] = 3000) -> None:
     raise typer.Exit(code)
 
 
+@app.command()
+def produce(
+    source: Annotated[
+        str, typer.Argument(help="A source of sources.yaml: its primary key keys each message")
+    ],
+    file: Annotated[Path, typer.Argument(help="A JSON Lines file, one record per line", exists=True)],
+    topic: Annotated[str, typer.Option(help="The topic (default: the source's name)")] = "",
+) -> None:
+    """Publish a JSON Lines file to a Kafka topic, one message per record, keyed by the source's primary key
+    (a record with `_deleted: true` is a tombstone: a null value that deletes its key)."""
+    from confluent_kafka import Producer
+
+    from assets.structured.contracts import load_sources
+    from resources.kafka import client_options
+
+    settings = get_settings()
+    contracts = {c.name: c for c in load_sources(settings.sources_file)}
+    if source not in contracts:
+        console.print(f"[red]error:[/red] no source {source!r} in {settings.sources_file}")
+        raise typer.Exit(2)
+    if not settings.kafka_bootstrap:
+        console.print(
+            "[red]error:[/red] GROUNDWORK_KAFKA_BOOTSTRAP is not set (`groundwork dev` starts a broker)"
+        )
+        raise typer.Exit(2)
+    key_columns = contracts[source].primary_key
+    topic = topic or source
+    options = {"bootstrap.servers": settings.kafka_bootstrap, "enable.idempotence": True, "log_level": 0}
+    producer = Producer({**options, **client_options(settings.kafka_options)})
+    sent = 0
+    with file.open(encoding="utf-8") as lines:
+        for number, line in enumerate(lines, start=1):
+            if not line.strip():
+                continue
+            record = json.loads(line)
+            if not isinstance(record, dict) or any(record.get(k) is None for k in key_columns):
+                console.print(f"[red]error:[/red] {file}:{number}: not an object with the key {key_columns}")
+                raise typer.Exit(2)
+            if len(key_columns) == 1:
+                key = str(record[key_columns[0]])
+            else:
+                key = json.dumps({k: record[k] for k in key_columns})
+            deleted = str(record.get("_deleted", "")).lower() in ("true", "1", "yes")
+            producer.produce(topic, key=key.encode(), value=None if deleted else line.strip().encode())
+            producer.poll(0)
+            sent += 1
+    left = producer.flush(60)
+    if left:
+        console.print(
+            f"[red]error:[/red] {left} of {sent} messages not acknowledged by {settings.kafka_bootstrap}"
+        )
+        raise typer.Exit(1)
+    console.print(f"published {sent} messages to topic {topic!r} on {settings.kafka_bootstrap}")
+
+
 # ---- Serving: `groundwork serve` and `groundwork keys` (the HTTP API in serving/app.py) ----------------
 
 keys_app = typer.Typer(help="API keys of the HTTP service (stored hashed; each maps to access groups).")

@@ -292,3 +292,32 @@ def test_lag_and_lost_ranges_from_a_real_streaming_checkpoint(kafka_broker, spar
     recreated = r"partition 1: offsets up to 2 were processed but the topic now ends at -1"
     with pytest.raises(OffsetsLost, match=recreated):
         check_offsets_available(topic, marks, processed)
+
+
+def test_produce_publishes_a_file_keyed_by_the_sources_primary_key(kafka_broker, tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    import pipelines.cli as cli
+
+    monkeypatch.setenv("GROUNDWORK_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("GROUNDWORK_KAFKA_BOOTSTRAP", kafka_broker.bootstrap)
+    topic = f"customers-{uuid.uuid4().hex[:8]}"
+    records = tmp_path / "customers.jsonl"
+    records.write_text(
+        '{"customer_id": "c1", "name": "Ada"}\n\n{"customer_id": "c2", "name": "Bo"}\n'
+        '{"customer_id": "c1", "_deleted": true}\n'
+    )
+    result = CliRunner().invoke(cli.app, ["produce", "customers", str(records), "--topic", topic])
+    assert result.exit_code == 0, result.output
+    assert "published 3 messages" in result.output
+    got = consume_all(kafka_broker.bootstrap, topic, 3)
+    assert [(m.key(), m.value() and json.loads(m.value())) for m in got] == [
+        (b"c1", {"customer_id": "c1", "name": "Ada"}),
+        (b"c2", {"customer_id": "c2", "name": "Bo"}),
+        (b"c1", None),  # the tombstone
+    ]
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"name": "no key"}\n')
+    result = CliRunner().invoke(cli.app, ["produce", "customers", str(bad), "--topic", topic])
+    assert result.exit_code == 2 and "bad.jsonl:1" in result.output
+    assert CliRunner().invoke(cli.app, ["produce", "nope", str(records)]).exit_code == 2
