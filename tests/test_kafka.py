@@ -7,6 +7,7 @@ import json
 import os
 import time
 import uuid
+from pathlib import Path
 
 import pytest
 from confluent_kafka import Consumer, Producer
@@ -321,3 +322,57 @@ def test_produce_publishes_a_file_keyed_by_the_sources_primary_key(kafka_broker,
     result = CliRunner().invoke(cli.app, ["produce", "customers", str(bad), "--topic", topic])
     assert result.exit_code == 2 and "bad.jsonl:1" in result.output
     assert CliRunner().invoke(cli.app, ["produce", "nope", str(records)]).exit_code == 2
+
+
+# ---- Topic → bronze, exactly once (assets/structured/topics.py ingest_topic) -------------------------
+
+
+def test_a_topic_streams_into_bronze_exactly_once_even_when_a_batch_is_replayed(
+    kafka_broker, spark, tmp_path
+):
+    from assets.structured.contracts import SourceContract
+    from assets.structured.topics import ingest_topic
+    from resources.lakehouse import Lakehouse
+    from tests.conftest import make_settings
+
+    settings = make_settings(tmp_path / "home")
+    lakehouse = Lakehouse.from_settings(settings)
+    contract = SourceContract(
+        name="orders",
+        format="jsonl",
+        primary_key=["order_id"],
+        columns=[{"name": "order_id", "required": True}, {"name": "amount", "type": "double"}],
+    )
+    topic = f"orders-{uuid.uuid4().hex[:8]}"
+
+    def ingest(run: str) -> int:
+        return ingest_topic(
+            spark, lakehouse, contract, topic, kafka_broker.bootstrap, {}, run, "2026-12-04", 3
+        )
+
+    def bronze():
+        rows = lakehouse.read(spark, "bronze_orders").collect()
+        return sorted((r._partition, r._offset) for r in rows), rows
+
+    produce(kafka_broker.bootstrap, topic, [(f"o{i}".encode(), b'{"amount": 1}') for i in range(5)])
+    assert ingest("r1") == 2  # 5 messages, at most 3 per batch
+    offsets, rows = bronze()
+    assert offsets == [(0, i) for i in range(5)]
+    assert {r.record["order_id"] for r in rows} == {f"o{i}" for i in range(5)}
+
+    produce(kafka_broker.bootstrap, topic, [(b"o5", b"not json"), (b"o1", None)])
+    assert ingest("r2") == 1
+    offsets, rows = bronze()
+    assert offsets == [(0, i) for i in range(7)]
+    by_offset = {r._offset: r for r in rows}
+    assert by_offset[5]._error.startswith("invalid JSON") and by_offset[6].record["_deleted"] == "true"
+
+    # A crash after the Delta commit and before the checkpoint's commit: Spark replays the last batch on
+    # restart, and its transaction id makes Delta skip it.
+    commits = Path(lakehouse.checkpoint_path("bronze_orders")) / "commits"
+    last = max(commits.glob("[0-9]*"), key=lambda p: int(p.name))
+    last.unlink()
+    (commits / f".{last.name}.crc").unlink(missing_ok=True)  # Hadoop's checksum beside it
+    assert ingest("r3") == 1  # the batch ran again ...
+    assert bronze()[0] == [(0, i) for i in range(7)]  # ... and appended nothing twice
+    assert ingest("r4") == 0  # nothing new

@@ -140,3 +140,68 @@ def checkpoint_offsets(checkpoint: str, topic: str) -> dict[int, int]:
             if isinstance(value, dict) and topic in value:
                 return {int(p): int(o) for p, o in value[topic].items()}
     return {}
+
+
+def ingest_topic(
+    session,
+    lakehouse,
+    contract,
+    topic: str,
+    bootstrap: str,
+    options: dict[str, str],
+    run_id: str,
+    ingest_day: str,
+    max_offsets_per_batch: int = 10_000,
+) -> int:
+    """Stream the messages of ``topic`` published since the last call into ``bronze_<source>``, exactly once.
+
+    A ``trigger(availableNow=True)`` query from the checkpoint's offsets to the topic's end; each
+    micro-batch is appended with the Delta transaction id (checkpoint id, batch id), so a batch replayed
+    after a crash between the Delta commit and the checkpoint's commit is skipped, not appended twice.
+    Before reading, a gap between the checkpoint's offsets and what the topic still stores stops the run
+    with the lost range (``OffsetsLost``). Returns the batches run.
+    """
+    from pathlib import Path
+
+    from pyspark.sql import functions as F
+
+    from assets.landing import stream_app_id
+    from assets.structured.assets import INGEST_DATE
+    from resources.kafka import check_offsets_available, spark_options, watermarks
+
+    bronze_name = f"bronze_{contract.name}"
+    checkpoint = lakehouse.checkpoint_path(bronze_name)
+    if (Path(checkpoint) / "offsets").exists():
+        processed = checkpoint_offsets(checkpoint, topic)
+        check_offsets_available(topic, watermarks(bootstrap, topic, options), processed)
+    batches = []
+
+    def ingest(messages: DataFrame, batch_id: int) -> None:
+        records = parse_kafka_records(messages, contract.primary_key).withColumns(
+            {
+                "_ingested_at": F.current_timestamp(),
+                "_run_id": F.lit(run_id),
+                INGEST_DATE: F.lit(ingest_day).cast("date"),
+            }
+        )
+        txn = (stream_app_id(checkpoint), batch_id)
+        lakehouse.append(records, bronze_name, txn=txn, partition_by=[INGEST_DATE])
+        batches.append(batch_id)
+
+    query = (
+        session.readStream.format("kafka")
+        .options(**spark_options(bootstrap, options))
+        .option("subscribe", topic)
+        .option("startingOffsets", "earliest")
+        .option("maxOffsetsPerTrigger", max_offsets_per_batch)
+        .option("failOnDataLoss", "true")
+        .load()
+        .writeStream.foreachBatch(ingest)
+        .option("checkpointLocation", checkpoint)
+        .trigger(availableNow=True)
+        .start()
+    )
+    query.awaitTermination()
+    if query.exception() is not None:
+        raise query.exception()
+    return len(batches)
