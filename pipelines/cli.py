@@ -352,8 +352,26 @@ def demo(question: Annotated[str, typer.Argument()] = SAMPLE_QUESTION) -> None:
 
 @app.command()
 def dev(port: Annotated[int, typer.Option()] = 3000) -> None:
-    """Start the Dagster UI and daemon (`dagster dev`) on this project, storage under GROUNDWORK_HOME."""
-    ensure_dagster_home(get_settings())
+    """Start the Dagster UI and daemon (`dagster dev`) on this project, storage under GROUNDWORK_HOME.
+
+    Without GROUNDWORK_KAFKA_BOOTSTRAP, a local Kafka broker starts first (storage under
+    GROUNDWORK_HOME/kafka, kept between runs) and stops with the UI.
+    """
+    from resources.kafka import local_broker_from_env
+
+    settings = get_settings()
+    ensure_dagster_home(settings)
+    env = dict(os.environ)
+    broker = local_broker_from_env(settings.home, settings.spark_jars_dir)
+    if broker is not None:
+        try:
+            broker.start()
+        except (FileNotFoundError, RuntimeError, TimeoutError) as exc:
+            console.print(f"[yellow]no local Kafka broker:[/yellow] {exc}")
+            broker = None
+        else:
+            env["GROUNDWORK_KAFKA_BOOTSTRAP"] = broker.bootstrap
+            console.print(f"local Kafka broker on {broker.bootstrap} (storage {broker.data_dir})")
     command = [
         sys.executable,
         "-m",
@@ -366,7 +384,67 @@ def dev(port: Annotated[int, typer.Option()] = 3000) -> None:
         "-p",
         str(port),
     ]
-    raise typer.Exit(subprocess.call(command, cwd=PROJECT_ROOT))
+    try:
+        code = subprocess.call(command, cwd=PROJECT_ROOT, env=env)
+    finally:
+        if broker is not None:
+            broker.stop()
+    raise typer.Exit(code)
+
+
+@app.command()
+def produce(
+    source: Annotated[
+        str, typer.Argument(help="A source of sources.yaml: its primary key keys each message")
+    ],
+    file: Annotated[Path, typer.Argument(help="A JSON Lines file, one record per line", exists=True)],
+    topic: Annotated[str, typer.Option(help="The topic (default: the source's name)")] = "",
+) -> None:
+    """Publish a JSON Lines file to a Kafka topic, one message per record, keyed by the source's primary key
+    (a record with `_deleted: true` is a tombstone: a null value that deletes its key)."""
+    from confluent_kafka import Producer
+
+    from assets.structured.contracts import load_sources
+    from resources.kafka import client_options
+
+    settings = get_settings()
+    contracts = {c.name: c for c in load_sources(settings.sources_file)}
+    if source not in contracts:
+        console.print(f"[red]error:[/red] no source {source!r} in {settings.sources_file}")
+        raise typer.Exit(2)
+    if not settings.kafka_bootstrap:
+        console.print(
+            "[red]error:[/red] GROUNDWORK_KAFKA_BOOTSTRAP is not set (`groundwork dev` starts a broker)"
+        )
+        raise typer.Exit(2)
+    key_columns = contracts[source].primary_key
+    topic = topic or source
+    options = {"bootstrap.servers": settings.kafka_bootstrap, "enable.idempotence": True, "log_level": 0}
+    producer = Producer({**options, **client_options(settings.kafka_options)})
+    sent = 0
+    with file.open(encoding="utf-8") as lines:
+        for number, line in enumerate(lines, start=1):
+            if not line.strip():
+                continue
+            record = json.loads(line)
+            if not isinstance(record, dict) or any(record.get(k) is None for k in key_columns):
+                console.print(f"[red]error:[/red] {file}:{number}: not an object with the key {key_columns}")
+                raise typer.Exit(2)
+            if len(key_columns) == 1:
+                key = str(record[key_columns[0]])
+            else:
+                key = json.dumps({k: record[k] for k in key_columns})
+            deleted = str(record.get("_deleted", "")).lower() in ("true", "1", "yes")
+            producer.produce(topic, key=key.encode(), value=None if deleted else line.strip().encode())
+            producer.poll(0)
+            sent += 1
+    left = producer.flush(60)
+    if left:
+        console.print(
+            f"[red]error:[/red] {left} of {sent} messages not acknowledged by {settings.kafka_bootstrap}"
+        )
+        raise typer.Exit(1)
+    console.print(f"published {sent} messages to topic {topic!r} on {settings.kafka_bootstrap}")
 
 
 # ---- Serving: `groundwork serve` and `groundwork keys` (the HTTP API in serving/app.py) ----------------
