@@ -29,6 +29,12 @@ GENERATOR_STAMP := $(VENV)/.generator-$(subst ==,-,$(GENERATOR_PACKAGE))
 S3A_POM := resources/jars/s3a-pom.xml
 S3A_STAMP := $(JARS)/s3a/.s3a-$(shell sha256sum $(S3A_POM) | cut -c1-16)
 S3A_PROVIDED := io.netty,org.apache.httpcomponents,commons-codec,commons-logging,org.slf4j
+# Kafka (topic sources, resources/kafka.py): the local broker's jars (kafka_2.13 4.4.0 + log4j-slf4j-impl, 45
+# jars, 43 MB; its own JVM, never on Spark's classpath) and Spark's Kafka source (4 jars, 9.5 MB).
+KAFKA_BROKER_POM := resources/jars/kafka-broker-pom.xml
+KAFKA_BROKER_STAMP := $(JARS)/kafka-broker/.kafka-broker-$(shell sha256sum $(KAFKA_BROKER_POM) | cut -c1-16)
+KAFKA_SPARK_POM := resources/jars/kafka-spark-pom.xml
+KAFKA_SPARK_STAMP := $(JARS)/kafka-spark/.kafka-spark-$(shell sha256sum $(KAFKA_SPARK_POM) | cut -c1-16)
 UV := $(CACHE)/uv/bin/uv
 PROJECT_PACKAGES := pipelines assets resources quality models serving monitoring
 
@@ -81,8 +87,22 @@ $(S3A_STAMP): | $(S3A_POM) $(JARS_STAMP)
 	  -DexcludeGroupIds=$(S3A_PROVIDED) || exit 1
 	touch $@
 
+# After the s3a jars: one mvn at a time (they share ~/.m2).
+$(KAFKA_BROKER_STAMP): | $(KAFKA_BROKER_POM) $(S3A_STAMP)
+	@echo "==> fetching the Kafka broker's jars (kafka_2.13 4.4.0) from Maven Central into $(JARS)/kafka-broker (once)"
+	rm -rf $(JARS)/kafka-broker && mkdir -p $(JARS)/kafka-broker
+	mvn -q -B -f $(KAFKA_BROKER_POM) dependency:copy-dependencies -DoutputDirectory=$(JARS)/kafka-broker \
+	  -DincludeScope=runtime || exit 1
+	touch $@
+
+$(KAFKA_SPARK_STAMP): | $(KAFKA_SPARK_POM) $(KAFKA_BROKER_STAMP)
+	@echo "==> fetching Spark's Kafka connector (spark-sql-kafka-0-10 4.2.0) from Maven Central into $(JARS)/kafka-spark (once)"
+	rm -rf $(JARS)/kafka-spark && mkdir -p $(JARS)/kafka-spark
+	mvn -q -B -f $(KAFKA_SPARK_POM) dependency:copy-dependencies -DoutputDirectory=$(JARS)/kafka-spark || exit 1
+	touch $@
+
 # The project itself is installed editable into the shared environment, pointing at this checkout.
-setup: $(VENV_STAMP) $(GENERATOR_STAMP) $(JARS_STAMP) $(S3A_STAMP)
+setup: $(VENV_STAMP) $(GENERATOR_STAMP) $(JARS_STAMP) $(S3A_STAMP) $(KAFKA_BROKER_STAMP) $(KAFKA_SPARK_STAMP)
 	@if [ "$$(cat $(VENV)/.groundwork-checkout 2>/dev/null)" != "$(CURDIR)" ]; then \
 	  VIRTUAL_ENV=$(VENV) $(UV) pip install -q --no-deps -e . && echo "$(CURDIR)" > $(VENV)/.groundwork-checkout; \
 	fi

@@ -1,10 +1,11 @@
-"""Retrieval quality against a gold set: recall@k, MRR@10 and nDCG@10, per search mode.
+"""Retrieval quality against a gold set: hit@k, recall@k, MRR@10 and nDCG@10, per search mode.
 
 A gold file holds JSON lines ``{"query": "...", "relevant": ["path", ...]}`` with paths relative to the
 landing folder of documents (what every chunk carries in ``path``). Metrics are per document: a ranked
 list of chunks becomes the list of distinct documents in the order they first appear, so five chunks
-of one document count once. The Dagster asset, `groundwork eval`, promotion and the benchmark all call
-``evaluate``; only the search function differs.
+of one document count once. hit@k is what a user feels (any relevant document in the top k); recall@k
+is the fraction of the relevant documents found there. The Dagster asset, `groundwork eval`, promotion
+and the benchmark all call ``evaluate``; only the search function differs.
 """
 
 from __future__ import annotations
@@ -71,6 +72,11 @@ def recall_at(ranked: Sequence[str], relevant: Iterable[str], k: int) -> float:
     return len(relevant & set(ranked[:k])) / len(relevant)
 
 
+def hit_at(ranked: Sequence[str], relevant: Iterable[str], k: int) -> float:
+    """1.0 when any relevant document is among the first ``k``."""
+    return 1.0 if set(relevant) & set(ranked[:k]) else 0.0
+
+
 def reciprocal_rank(ranked: Sequence[str], relevant: Iterable[str], cutoff: int = MRR_CUTOFF) -> float:
     relevant = set(relevant)
     return next((1.0 / rank for rank, p in enumerate(ranked[:cutoff], start=1) if p in relevant), 0.0)
@@ -92,6 +98,7 @@ class QueryResult:
     recall: float
     reciprocal_rank: float
     ndcg: float
+    hit: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -103,10 +110,12 @@ class ModeMetrics:
     ndcg: float
     queries: int
     per_query: list[QueryResult] = field(default_factory=list, compare=False)
+    hit: float = 0.0
 
     def as_metrics(self) -> dict[str, float]:
         """Flat names that MLflow accepts (no ``@``): ``vector_recall_at_5``, ``vector_ndcg_at_10``."""
         return {
+            f"{self.mode}_hit_at_{self.k}": self.hit,
             f"{self.mode}_recall_at_{self.k}": self.recall,
             f"{self.mode}_mrr_at_{MRR_CUTOFF}": self.mrr,
             f"{self.mode}_ndcg_at_{NDCG_CUTOFF}": self.ndcg,
@@ -115,6 +124,7 @@ class ModeMetrics:
     def summary(self) -> dict:
         return {
             "mode": self.mode,
+            f"hit@{self.k}": round(self.hit, 4),
             f"recall@{self.k}": round(self.recall, 4),
             f"mrr@{MRR_CUTOFF}": round(self.mrr, 4),
             f"ndcg@{NDCG_CUTOFF}": round(self.ndcg, 4),
@@ -137,6 +147,7 @@ def evaluate_mode(search: SearchFunction, gold: Sequence[GoldQuery], mode: str, 
                 recall_at(ranked, item.relevant, k),
                 reciprocal_rank(ranked, item.relevant),
                 ndcg_at(ranked, item.relevant),
+                hit_at(ranked, item.relevant, k),
             )
         )
     n = len(results)
@@ -148,6 +159,7 @@ def evaluate_mode(search: SearchFunction, gold: Sequence[GoldQuery], mode: str, 
         sum(r.ndcg for r in results) / n,
         n,
         results,
+        hit=sum(r.hit for r in results) / n,
     )
 
 

@@ -352,8 +352,26 @@ def demo(question: Annotated[str, typer.Argument()] = SAMPLE_QUESTION) -> None:
 
 @app.command()
 def dev(port: Annotated[int, typer.Option()] = 3000) -> None:
-    """Start the Dagster UI and daemon (`dagster dev`) on this project, storage under GROUNDWORK_HOME."""
-    ensure_dagster_home(get_settings())
+    """Start the Dagster UI and daemon (`dagster dev`) on this project, storage under GROUNDWORK_HOME.
+
+    Without GROUNDWORK_KAFKA_BOOTSTRAP, a local Kafka broker starts first (storage under
+    GROUNDWORK_HOME/kafka, kept between runs) and stops with the UI.
+    """
+    from resources.kafka import local_broker_from_env
+
+    settings = get_settings()
+    ensure_dagster_home(settings)
+    env = dict(os.environ)
+    broker = local_broker_from_env(settings.home, settings.spark_jars_dir)
+    if broker is not None:
+        try:
+            broker.start()
+        except (FileNotFoundError, RuntimeError, TimeoutError) as exc:
+            console.print(f"[yellow]no local Kafka broker:[/yellow] {exc}")
+            broker = None
+        else:
+            env["GROUNDWORK_KAFKA_BOOTSTRAP"] = broker.bootstrap
+            console.print(f"local Kafka broker on {broker.bootstrap} (storage {broker.data_dir})")
     command = [
         sys.executable,
         "-m",
@@ -366,7 +384,67 @@ def dev(port: Annotated[int, typer.Option()] = 3000) -> None:
         "-p",
         str(port),
     ]
-    raise typer.Exit(subprocess.call(command, cwd=PROJECT_ROOT))
+    try:
+        code = subprocess.call(command, cwd=PROJECT_ROOT, env=env)
+    finally:
+        if broker is not None:
+            broker.stop()
+    raise typer.Exit(code)
+
+
+@app.command()
+def produce(
+    source: Annotated[
+        str, typer.Argument(help="A source of sources.yaml: its primary key keys each message")
+    ],
+    file: Annotated[Path, typer.Argument(help="A JSON Lines file, one record per line", exists=True)],
+    topic: Annotated[str, typer.Option(help="The topic (default: the source's name)")] = "",
+) -> None:
+    """Publish a JSON Lines file to a Kafka topic, one message per record, keyed by the source's primary key
+    (a record with `_deleted: true` is a tombstone: a null value that deletes its key)."""
+    from confluent_kafka import Producer
+
+    from assets.structured.contracts import load_sources
+    from resources.kafka import client_options
+
+    settings = get_settings()
+    contracts = {c.name: c for c in load_sources(settings.sources_file)}
+    if source not in contracts:
+        console.print(f"[red]error:[/red] no source {source!r} in {settings.sources_file}")
+        raise typer.Exit(2)
+    if not settings.kafka_bootstrap:
+        console.print(
+            "[red]error:[/red] GROUNDWORK_KAFKA_BOOTSTRAP is not set (`groundwork dev` starts a broker)"
+        )
+        raise typer.Exit(2)
+    key_columns = contracts[source].primary_key
+    topic = topic or source
+    options = {"bootstrap.servers": settings.kafka_bootstrap, "enable.idempotence": True, "log_level": 0}
+    producer = Producer({**options, **client_options(settings.kafka_options)})
+    sent = 0
+    with file.open(encoding="utf-8") as lines:
+        for number, line in enumerate(lines, start=1):
+            if not line.strip():
+                continue
+            record = json.loads(line)
+            if not isinstance(record, dict) or any(record.get(k) is None for k in key_columns):
+                console.print(f"[red]error:[/red] {file}:{number}: not an object with the key {key_columns}")
+                raise typer.Exit(2)
+            if len(key_columns) == 1:
+                key = str(record[key_columns[0]])
+            else:
+                key = json.dumps({k: record[k] for k in key_columns})
+            deleted = str(record.get("_deleted", "")).lower() in ("true", "1", "yes")
+            producer.produce(topic, key=key.encode(), value=None if deleted else line.strip().encode())
+            producer.poll(0)
+            sent += 1
+    left = producer.flush(60)
+    if left:
+        console.print(
+            f"[red]error:[/red] {left} of {sent} messages not acknowledged by {settings.kafka_bootstrap}"
+        )
+        raise typer.Exit(1)
+    console.print(f"published {sent} messages to topic {topic!r} on {settings.kafka_bootstrap}")
 
 
 # ---- Serving: `groundwork serve` and `groundwork keys` (the HTTP API in serving/app.py) ----------------
@@ -441,7 +519,7 @@ def serve(
 
 # ---- MLflow: retrieval evaluation, the embedding model registry, prompts ----------------------------
 
-models_app = typer.Typer(help="The embedding model in the MLflow registry: list, promote, roll back.")
+models_app = typer.Typer(help="The embedding model in the MLflow registry: list, adapt, promote, roll back.")
 prompts_app = typer.Typer(help="Prompt templates in the MLflow prompt registry.")
 generators_app = typer.Typer(help="Answer generators in the MLflow registry: the local model, its champion.")
 app.add_typer(models_app, name="models")
@@ -499,10 +577,10 @@ def eval_command(
         typer.echo(json.dumps(out, indent=2))
         return
     table = Table(title=f"{len(queries)} queries on {searcher.table.name} v{searcher.table.version}")
-    for column in ("mode", f"recall@{k}", "MRR@10", "nDCG@10"):
+    for column in ("mode", f"hit@{k}", f"recall@{k}", "MRR@10", "nDCG@10"):
         table.add_column(column)
     for m in report.modes.values():
-        table.add_row(m.mode, f"{m.recall:.4f}", f"{m.mrr:.4f}", f"{m.ndcg:.4f}")
+        table.add_row(m.mode, f"{m.hit:.4f}", f"{m.recall:.4f}", f"{m.mrr:.4f}", f"{m.ndcg:.4f}")
     console.print(table)
     if report.unknown_paths:
         console.print(f"[yellow]gold paths not in the index:[/yellow] {', '.join(report.unknown_paths)}")
@@ -650,6 +728,58 @@ def models_promote(
             f"MLflow run {decision.mlflow_run_id}"
         )
     if not decision.promoted:
+        raise typer.Exit(1)
+
+
+@models_app.command("adapt")
+def models_adapt(
+    max_steps: Annotated[int, typer.Option(help="Training steps on CPU (bounded)")] = 60,
+    gpu_max_steps: Annotated[int, typer.Option(help="Training steps on a GPU (0: one epoch)")] = 0,
+    learning_rate: Annotated[float, typer.Option(help="AdamW learning rate")] = 1e-5,
+    batch_size: Annotated[int, typer.Option(help="Pairs per batch (in-batch negatives)")] = 32,
+    seed: Annotated[int, typer.Option(help="Seed of sampling and training")] = 42,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Fine-tune the champion on pairs mined from the gold chunks (the ``adapt_embedder`` job, recorded in
+    Dagster), register it in MLflow, and promote it through the eval gate only if it is better.
+    Exit 1 when the gate refuses it."""
+    from dagster import DagsterInstance
+
+    from pipelines.definitions import build_definitions
+    from pipelines.jobs import ADAPT_JOB
+
+    settings = get_settings()
+    ensure_dagster_home(settings)
+    job = build_definitions(settings).resolve_job_def(ADAPT_JOB)
+    config = {
+        "max_steps": max_steps,
+        "gpu_max_steps": gpu_max_steps,
+        "learning_rate": learning_rate,
+        "batch_size": batch_size,
+        "seed": seed,
+    }
+    with DagsterInstance.get() as instance:
+        result = job.execute_in_process(
+            run_config={"ops": {"adapted_embedder": {"config": config}}},
+            instance=instance,
+            raise_on_error=False,
+        )
+    if not result.success:
+        raise _fail(RuntimeError(f"the {ADAPT_JOB} run {result.run_id} failed: see its logs in the UI"))
+    meta = {}
+    for event in result.get_asset_materialization_events():
+        meta = {k: v.value for k, v in event.materialization.metadata.items()}
+    if as_json:
+        typer.echo(json.dumps(meta, indent=2, default=str))
+    else:
+        verdict = "[green]promoted[/green]" if meta.get("promoted") else "[red]refused[/red]"
+        console.print(
+            f"adapted v{meta.get('registered_version')} ({meta.get('pairs')} pairs, "
+            f"{meta.get('train_steps')} steps in {meta.get('train_seconds')}s on {meta.get('device')}) "
+            f"{verdict}: nDCG@10 {meta.get('candidate_ndcg')} vs champion "
+            f"v{meta.get('champion_version_before')} {meta.get('champion_ndcg')}"
+        )
+    if not meta.get("promoted"):
         raise typer.Exit(1)
 
 

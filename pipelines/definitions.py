@@ -10,13 +10,14 @@ from dagster import Definitions, load_assets_from_modules
 from assets.chunks import assets as chunk_assets
 from assets.documents import assets as document_assets
 from assets.embeddings import assets as embedding_assets
+from assets.embeddings.adaptation import adapted_embedder
 from assets.evaluation import assets as evaluation_assets
 from assets.prompts import assets as prompt_assets
 from assets.structured.assets import structured_assets
 from monitoring.checks import monitoring_checks, serving_audit
 from pipelines.executor import threaded_executor
 from pipelines.failures import failure_sensor
-from pipelines.jobs import main_job, maintenance_job, monitoring_job, validation_job
+from pipelines.jobs import adapt_job, main_job, maintenance_job, monitoring_job, validation_job
 from pipelines.schedules import daily_monitoring, nightly_maintenance, nightly_refresh, nightly_validation
 from pipelines.sensors import automation_sensor, landing_sensors
 from pipelines.worker import documents_batch_job, documents_worker_job
@@ -40,9 +41,9 @@ def build_definitions(settings: Settings) -> Definitions:
     worker_job = documents_worker_job(settings, [*assets, *checks])
     jobs = [validation_job(checks), monitoring_job(monitors)]
     return Definitions(
-        assets=[*assets, serving_audit],
+        assets=[*assets, adapted_embedder, serving_audit],
         asset_checks=[*checks, *monitors],
-        jobs=[main_job, maintenance_job, worker_job, documents_batch_job, *jobs],
+        jobs=[main_job, adapt_job, maintenance_job, worker_job, documents_batch_job, *jobs],
         schedules=[nightly_refresh, nightly_validation, nightly_maintenance, daily_monitoring],
         sensors=[
             *landing_sensors(settings),

@@ -25,14 +25,24 @@ MAIN_JOB = "groundwork_main"
 VALIDATION_JOB = "nightly_validation"
 MAINTENANCE_JOB = "table_maintenance"
 MONITORING_JOB = "daily_monitoring"
+ADAPT_JOB = "adapt_embedder"
 # Runs that write tables carry this tag; dagster.yaml lets one of them run at a time (a VACUUM must not
 # race a MERGE, and two MERGEs into one table conflict anyway).
 WRITES_TABLES_TAG = {"groundwork/writes-tables": "true"}
 
 main_job = define_asset_job(
     MAIN_JOB,
-    selection=AssetSelection.all(),
+    # Fine-tuning runs on demand (adapt_job), never as part of a refresh.
+    selection=AssetSelection.all() - AssetSelection.assets("adapted_embedder"),
     description="Landing zone → bronze → silver → gold chunks → LanceDB embeddings, incrementally.",
+    tags=WRITES_TABLES_TAG,
+)
+
+adapt_job = define_asset_job(
+    ADAPT_JOB,
+    selection=AssetSelection.assets("adapted_embedder"),
+    description="Fine-tune the champion embedder on the corpus, register it, and promote it through the "
+    "eval gate only if it retrieves better (`groundwork models adapt`).",
     tags=WRITES_TABLES_TAG,
 )
 

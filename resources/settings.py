@@ -497,6 +497,21 @@ class Settings(BaseSettings):
         description="The buckets' region.",
     )
 
+    # Event streams (Kafka). Unset bootstrap: `groundwork dev` starts a local broker (resources/kafka.py).
+    kafka_bootstrap: str = Field(
+        "",
+        description="Kafka bootstrap servers of the topic sources (`host:9092,host2:9092`); unset, "
+        "`groundwork dev` starts a local single-node broker (KRaft) under `$GROUNDWORK_HOME/kafka` and "
+        "points this at it.",
+    )
+    kafka_options: dict[str, str] = Field(
+        {},
+        description="Client options for that cluster, passed as they are to the Python clients and as "
+        '`kafka.<name>` to Spark\'s Kafka source: a JSON object such as `{"security.protocol": '
+        '"SASL_SSL", "sasl.mechanism": "PLAIN"}` (docs/deploy.md). Secrets belong in the '
+        "environment of the process, never in the UI.",
+    )
+
     # Privacy.
     pii_key: SecretStr | None = Field(
         None,

@@ -14,6 +14,7 @@ from pathlib import Path
 from pydantic import BaseModel
 from pyspark.sql import SparkSession
 
+from resources.kafka import kafka_spark_jars
 from resources.settings import PROJECT_ROOT, Settings
 
 DEFAULT_JARS_DIR = Path.home() / ".cache" / "groundwork" / "jars"
@@ -195,6 +196,10 @@ class Spark(BaseModel):
         conf, jars = {}, []
         if s.uses_object_storage:
             conf, jars = s3a_conf(s.s3_endpoint_url, s.s3_region), s3a_jars(s.spark_jars_dir)
+        # Spark's Kafka source (topic sources), when `make setup` has fetched it: 4 jars, loaded lazily.
+        kafka = Path(s.spark_jars_dir).expanduser() / "kafka-spark"
+        if any(kafka.glob("spark-sql-kafka-*.jar")):
+            jars = [*jars, *kafka_spark_jars(s.spark_jars_dir)]
         return cls(
             master=s.spark_master,
             jars_dir=str(s.spark_jars_dir),

@@ -223,3 +223,19 @@ def small_home(tmp_path) -> Settings:
         (docs / relative).parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(SAMPLES_DIR / "documents" / relative, docs / relative)
     return settings
+
+
+@pytest.fixture(scope="session")
+def kafka_broker(tmp_path_factory):
+    """One real Kafka broker (KRaft, 127.0.0.1, a free port, storage under tmp) per test session; stopped
+    at its end, so no JVM outlives the tests. Tests name their own topics."""
+    from resources.kafka import LocalBroker
+    from resources.spark import DEFAULT_JARS_DIR
+
+    jars = os.environ.get("GROUNDWORK_SPARK_JARS_DIR", str(DEFAULT_JARS_DIR))
+    broker = LocalBroker(tmp_path_factory.mktemp("kafka"), jars)
+    broker.start()
+    try:
+        yield broker
+    finally:
+        broker.stop()

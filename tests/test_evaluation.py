@@ -12,6 +12,7 @@ from models.evaluation import (
     MODES,
     distinct,
     evaluate,
+    hit_at,
     load_gold,
     ndcg_at,
     recall_at,
@@ -30,6 +31,10 @@ def test_metrics_match_hand_computed_values():
     ideal = 1 + 1 / math.log2(3)
     assert ndcg_at(ranked, ["a", "b"]) == pytest.approx(dcg / ideal)
     assert ndcg_at(["a", "b"], ["a", "b"]) == pytest.approx(1.0)
+    # hit@k: any relevant document in the top k, where recall counts the fraction of them.
+    assert hit_at(ranked, ["a", "b", "c"], 5) == 1.0
+    assert hit_at(ranked, ["c"], 5) == 0.0
+    assert hit_at(ranked, ["c", "z"], 5) == 1.0 and recall_at(ranked, ["c", "z"], 5) == 0.5
 
 
 def _gold(tmp_path: Path, records: list[dict]):
@@ -50,7 +55,9 @@ def test_chunks_of_one_document_count_once(tmp_path):
     assert metrics.recall == 1.0  # second distinct document, within k=2
     assert metrics.mrr == pytest.approx(0.5)
     assert report.unknown_paths == []
+    assert metrics.hit == 1.0
     assert report.metrics() == {
+        "vector_hit_at_2": 1.0,
         "vector_recall_at_2": 1.0,
         "vector_mrr_at_10": 0.5,
         "vector_ndcg_at_10": pytest.approx(1 / math.log2(3)),
@@ -63,6 +70,7 @@ def test_gold_paths_missing_from_the_index_are_reported(tmp_path):
     assert report.unknown_paths == ["gone.md"]
     assert set(report.modes) == set(MODES)
     assert report.to_dict()["modes"]["hybrid"]["recall@5"] == 0.5
+    assert report.to_dict()["modes"]["hybrid"]["hit@5"] == 1.0
 
 
 @pytest.mark.parametrize(

@@ -28,8 +28,8 @@ def retrieval_evaluation(
     evaluation: EvaluationResource,
     monitoring: MonitoringResource,
 ) -> MaterializeResult:
-    """Recall@k, MRR@10 and nDCG@10 of vector, full-text and hybrid search on the gold set, logged to an
-    MLflow run tagged with the model's registry version and the LanceDB table version, and to the
+    """Hit@k, recall@k, MRR@10 and nDCG@10 of vector, full-text and hybrid search on the gold set, logged to
+    an MLflow run tagged with the model's registry version and the LanceDB table version, and to the
     ``evaluation_history`` Delta table that the ``evaluation_trend`` check reads.
 
     Without a gold file, or when none of its documents is indexed (your own documents and no questions

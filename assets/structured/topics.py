@@ -1,0 +1,207 @@
+"""Kafka messages → bronze records: the topic counterpart of the landed-file parsers in ``transform.py``.
+
+A message becomes one bronze record in the same shape as a file's line (a string map, the raw text, an
+error), so the same contract typing, quarantine and silver MERGE apply; its provenance is the topic,
+partition, offset, Kafka timestamp and key instead of a file and line. The message key is the record's
+primary key (its value for a one-column key, a JSON object of the key columns otherwise); a tombstone
+(a key with a null value) deletes that key, as ``_deleted: true`` does in a file. Nothing is dropped: a
+message that cannot become a record is one with its reason, for the quarantine.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+
+import pandas as pd
+from pyspark.sql import DataFrame
+from pyspark.sql import types as T
+
+from assets.structured.transform import MAX_RECORD_BYTES, RAW_LIMIT, TOMBSTONE_FIELD, _too_long
+
+KAFKA_RECORD_SCHEMA = T.StructType(
+    [
+        T.StructField("_topic", T.StringType(), False),
+        T.StructField("_partition", T.IntegerType(), False),
+        T.StructField("_offset", T.LongType(), False),
+        T.StructField("_kafka_timestamp", T.TimestampType(), True),
+        T.StructField("_key", T.StringType(), True),
+        T.StructField("_raw", T.StringType(), True),
+        T.StructField("record", T.MapType(T.StringType(), T.StringType()), True),
+        T.StructField("_error", T.StringType(), True),
+    ]
+)
+
+
+def _text(data: bytes | None, what: str) -> tuple[str | None, str | None]:
+    if data is None:
+        return None, None
+    try:
+        return data.decode("utf-8"), None
+    except UnicodeDecodeError as exc:
+        return None, f"{what} is not valid UTF-8: byte 0x{data[exc.start]:02x} at offset {exc.start}"
+
+
+def key_fields(key: str, primary_key: list[str]) -> dict[str, str] | str:
+    """The primary-key columns a message key names, or why it names none."""
+    if len(primary_key) == 1:
+        return {primary_key[0]: key}
+    try:
+        value = json.loads(key)
+    except json.JSONDecodeError:
+        return f"message key is not a JSON object of the key columns {primary_key}"
+    if not isinstance(value, dict) or any(value.get(k) is None for k in primary_key):
+        return f"message key does not name every key column {primary_key}"
+    return {k: str(value[k]) for k in primary_key}
+
+
+def parse_message(
+    key: bytes | None, value: bytes | None, primary_key: list[str]
+) -> tuple[str | None, str | None, dict[str, str] | None, str | None]:
+    """(key, raw, record, error) of one message; values keep their JSON spelling as strings."""
+    key_text, error = _text(key, "message key")
+    if error:
+        return None, None, None, error
+    if value is not None and len(value) > MAX_RECORD_BYTES:
+        return key_text, value[:RAW_LIMIT].decode("utf-8", "replace"), None, _too_long(len(value))
+    raw, error = _text(value, "message value")
+    if error:
+        return key_text, value[:RAW_LIMIT].decode("utf-8", "replace"), None, error
+    if key_text is None:
+        return None, raw and raw[:RAW_LIMIT], None, "message has no key (the key is the primary key)"
+    keys = key_fields(key_text, primary_key)
+    if isinstance(keys, str):
+        return key_text, raw and raw[:RAW_LIMIT], None, keys
+    if raw is None:  # a tombstone
+        return key_text, None, {**keys, TOMBSTONE_FIELD: "true"}, None
+    try:
+        parsed = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        return key_text, raw[:RAW_LIMIT], None, f"invalid JSON: {exc.msg} at column {exc.colno}"
+    if not isinstance(parsed, dict):
+        return (
+            key_text,
+            raw[:RAW_LIMIT],
+            None,
+            f"message value is a JSON {type(parsed).__name__}, not an object",
+        )
+    record = {k: (v if isinstance(v, str) or v is None else json.dumps(v)) for k, v in parsed.items()}
+    for column, expected in keys.items():
+        if record.get(column) is None:
+            record[column] = expected
+        elif record[column] != expected:
+            return (
+                key_text,
+                raw[:RAW_LIMIT],
+                None,
+                f"message key names {column}={expected!r} but the value has {record[column]!r}",
+            )
+    return key_text, raw[:RAW_LIMIT], record, None
+
+
+def _parse_messages(primary_key: list[str]):
+    def parse(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+        for batch in batches:
+            rows = []
+            for topic, partition, offset, timestamp, key, value in batch[
+                ["topic", "partition", "offset", "timestamp", "key", "value"]
+            ].itertuples(index=False):
+                key = None if key is None or (isinstance(key, float) and pd.isna(key)) else bytes(key)
+                value = (
+                    None if value is None or (isinstance(value, float) and pd.isna(value)) else bytes(value)
+                )
+                key_text, raw, record, error = parse_message(key, value, primary_key)
+                rows.append((topic, int(partition), int(offset), timestamp, key_text, raw, record, error))
+            yield pd.DataFrame(rows, columns=KAFKA_RECORD_SCHEMA.fieldNames())
+
+    return parse
+
+
+def parse_kafka_records(messages: DataFrame, primary_key: list[str]) -> DataFrame:
+    """Spark's Kafka rows (key, value, topic, partition, offset, timestamp) → one bronze record each."""
+    columns = messages.select("topic", "partition", "offset", "timestamp", "key", "value")
+    return columns.mapInPandas(_parse_messages(primary_key), KAFKA_RECORD_SCHEMA)
+
+
+def checkpoint_offsets(checkpoint: str, topic: str) -> dict[int, int]:
+    """The next offset per partition of ``topic`` that a Structured Streaming checkpoint (a local folder)
+    records as planned: the last file of ``offsets/``, whose last line is the Kafka source's offsets."""
+    from pathlib import Path
+
+    folder = Path(checkpoint) / "offsets"
+    batches = sorted((int(p.name) for p in folder.glob("*") if p.name.isdigit()), reverse=True)
+    for batch in batches:
+        lines = (folder / str(batch)).read_text().strip().splitlines()
+        for line in reversed(lines):
+            try:
+                value = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if isinstance(value, dict) and topic in value:
+                return {int(p): int(o) for p, o in value[topic].items()}
+    return {}
+
+
+def ingest_topic(
+    session,
+    lakehouse,
+    contract,
+    topic: str,
+    bootstrap: str,
+    options: dict[str, str],
+    run_id: str,
+    ingest_day: str,
+    max_offsets_per_batch: int = 10_000,
+) -> int:
+    """Stream the messages of ``topic`` published since the last call into ``bronze_<source>``, exactly once.
+
+    A ``trigger(availableNow=True)`` query from the checkpoint's offsets to the topic's end; each
+    micro-batch is appended with the Delta transaction id (checkpoint id, batch id), so a batch replayed
+    after a crash between the Delta commit and the checkpoint's commit is skipped, not appended twice.
+    Before reading, a gap between the checkpoint's offsets and what the topic still stores stops the run
+    with the lost range (``OffsetsLost``). Returns the batches run.
+    """
+    from pathlib import Path
+
+    from pyspark.sql import functions as F
+
+    from assets.landing import stream_app_id
+    from assets.structured.assets import INGEST_DATE
+    from resources.kafka import check_offsets_available, spark_options, watermarks
+
+    bronze_name = f"bronze_{contract.name}"
+    checkpoint = lakehouse.checkpoint_path(bronze_name)
+    if (Path(checkpoint) / "offsets").exists():
+        processed = checkpoint_offsets(checkpoint, topic)
+        check_offsets_available(topic, watermarks(bootstrap, topic, options), processed)
+    batches = []
+
+    def ingest(messages: DataFrame, batch_id: int) -> None:
+        records = parse_kafka_records(messages, contract.primary_key).withColumns(
+            {
+                "_ingested_at": F.current_timestamp(),
+                "_run_id": F.lit(run_id),
+                INGEST_DATE: F.lit(ingest_day).cast("date"),
+            }
+        )
+        txn = (stream_app_id(checkpoint), batch_id)
+        lakehouse.append(records, bronze_name, txn=txn, partition_by=[INGEST_DATE])
+        batches.append(batch_id)
+
+    query = (
+        session.readStream.format("kafka")
+        .options(**spark_options(bootstrap, options))
+        .option("subscribe", topic)
+        .option("startingOffsets", "earliest")
+        .option("maxOffsetsPerTrigger", max_offsets_per_batch)
+        .option("failOnDataLoss", "true")
+        .load()
+        .writeStream.foreachBatch(ingest)
+        .option("checkpointLocation", checkpoint)
+        .trigger(availableNow=True)
+        .start()
+    )
+    query.awaitTermination()
+    if query.exception() is not None:
+        raise query.exception()
+    return len(batches)

@@ -1,0 +1,290 @@
+"""Kafka: the local broker (KRaft, one JVM) and the options every client of a cluster gets.
+
+The local broker runs from the jars ``make setup`` fetches into ``<jars>/kafka-broker`` (Apache Kafka 4.4,
+broker and controller in one process, listeners on 127.0.0.1 only). ``groundwork dev`` starts one when
+``GROUNDWORK_KAFKA_BOOTSTRAP`` is not set, and tests start one per session. An external cluster is
+configuration: its bootstrap servers and the client options (SASL, TLS) in ``GROUNDWORK_KAFKA_OPTIONS``,
+passed to Spark's Kafka source (as ``kafka.<option>``) and to the Python clients as they are.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import signal
+import socket
+import subprocess
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+BROKER_JARS_HINT = "run `make setup` (it fetches the Kafka broker's jars into the jar cache)"
+SPARK_JARS_HINT = "run `make setup` (it fetches Spark's Kafka connector into the jar cache)"
+# 256 MB heap: measured about 365 MB resident on these machines; 192 MB died with OutOfMemoryError at start.
+BROKER_HEAP = "-Xmx256m"
+
+
+def broker_jars_dir(jars_dir: Path | str) -> Path:
+    folder = Path(jars_dir).expanduser() / "kafka-broker"
+    if not any(folder.glob("kafka_2.13-*.jar")):
+        raise FileNotFoundError(f"No Kafka broker jar in {folder}: {BROKER_JARS_HINT}")
+    return folder
+
+
+def kafka_spark_jars(jars_dir: Path | str) -> list[str]:
+    """Spark's Kafka source, its token provider, kafka-clients and commons-pool2 (``<jars>/kafka-spark``)."""
+    folder = Path(jars_dir).expanduser() / "kafka-spark"
+    jars = sorted(str(p) for p in folder.glob("*.jar"))
+    if not any(Path(j).name.startswith("spark-sql-kafka-") for j in jars):
+        raise FileNotFoundError(f"No spark-sql-kafka jar in {folder}: {SPARK_JARS_HINT}")
+    return jars
+
+
+# Options only the Java client knows (Spark's source) and only librdkafka knows (the Python clients): each
+# side refuses the other's, so one setting can carry both spellings and each client gets its own.
+JAVA_ONLY = ("sasl.jaas.config", "ssl.truststore.", "ssl.keystore.", "ssl.key.password", "sasl.login.")
+LIBRDKAFKA_ONLY = (
+    "sasl.username",
+    "sasl.password",
+    "ssl.ca.location",
+    "ssl.certificate.location",
+    "ssl.key.location",
+)
+
+
+def _drop(options: dict[str, str], prefixes: tuple[str, ...]) -> dict[str, str]:
+    return {k: v for k, v in options.items() if not k.startswith(prefixes)}
+
+
+def client_options(options: dict[str, str]) -> dict[str, str]:
+    """Options for the Python clients (librdkafka names: ``security.protocol``, ``sasl.mechanism`` ...)."""
+    return _drop(options, JAVA_ONLY)
+
+
+def spark_options(bootstrap: str, options: dict[str, str]) -> dict[str, str]:
+    """Options for Spark's Kafka source and sink: each Java client option as ``kafka.<name>``."""
+    java = _drop(options, LIBRDKAFKA_ONLY)
+    return {"kafka.bootstrap.servers": bootstrap, **{f"kafka.{k}": v for k, v in java.items()}}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def cluster_id() -> str:
+    """A KRaft cluster id: a random UUID, base64 URL-safe without padding (what ``random-uuid`` prints)."""
+    return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+
+
+def server_properties(data_dir: Path, port: int, controller_port: int) -> str:
+    return "\n".join(
+        [
+            "process.roles=broker,controller",
+            "node.id=1",
+            f"controller.quorum.voters=1@127.0.0.1:{controller_port}",
+            f"listeners=PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller_port}",
+            f"advertised.listeners=PLAINTEXT://127.0.0.1:{port}",
+            "controller.listener.names=CONTROLLER",
+            "inter.broker.listener.name=PLAINTEXT",
+            "listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+            f"log.dirs={data_dir / 'logs'}",
+            "num.partitions=1",
+            "offsets.topic.replication.factor=1",
+            "transaction.state.log.replication.factor=1",
+            "transaction.state.log.min.isr=1",
+            "share.coordinator.state.topic.replication.factor=1",
+            "share.coordinator.state.topic.min.isr=1",
+            "group.initial.rebalance.delay.ms=0",
+            # One message may be up to 1 MB plus headers; larger ones are refused at produce time.
+            "message.max.bytes=1048588",
+            "",
+        ]
+    )
+
+
+@dataclass
+class LocalBroker:
+    """A single-node Kafka broker on 127.0.0.1 with its storage under ``data_dir``.
+
+    ``start()`` formats the storage once (kept across restarts, so topics and offsets survive a
+    ``stop()``/``start()``), starts the JVM and returns when a client gets the cluster's metadata.
+    """
+
+    data_dir: Path
+    jars_dir: Path | str
+    port: int = 0
+    controller_port: int = 0
+    java: str = "java"
+    process: subprocess.Popen | None = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        self.data_dir = Path(self.data_dir)
+        self.port = self.port or free_port()
+        self.controller_port = self.controller_port or free_port()
+
+    @property
+    def bootstrap(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    @property
+    def properties_file(self) -> Path:
+        return self.data_dir / "server.properties"
+
+    @property
+    def log_file(self) -> Path:
+        return self.data_dir / "broker.log"
+
+    def _java(self, main: str, *args: str) -> list[str]:
+        classpath = str(broker_jars_dir(self.jars_dir) / "*")  # a glob Java expands itself
+        return [self.java, BROKER_HEAP, "-XX:+UseSerialGC", "-cp", classpath, main, *args]
+
+    def format(self) -> None:
+        """Write ``server.properties`` and format the KRaft storage, once."""
+        if (self.data_dir / "logs" / "meta.properties").exists():
+            return
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.properties_file.write_text(server_properties(self.data_dir, self.port, self.controller_port))
+        properties = str(self.properties_file)
+        command = self._java("kafka.tools.StorageTool", "format", "-t", cluster_id(), "-c", properties)
+        done = subprocess.run(command, capture_output=True, text=True, timeout=120)
+        if done.returncode != 0:
+            raise RuntimeError(f"Kafka storage format failed: {done.stderr.strip() or done.stdout.strip()}")
+
+    def start(self, timeout: float = 90.0) -> LocalBroker:
+        if self.running:
+            return self
+        self.format()
+        with open(self.log_file, "ab") as log:
+            self.process = subprocess.Popen(
+                self._java("kafka.Kafka", str(self.properties_file)),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,  # a Ctrl-C in the terminal reaches us, and we stop it in order
+            )
+        try:
+            wait_until_answers(self.bootstrap, timeout, process=self.process)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    @property
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """SIGTERM (a clean shutdown), then SIGKILL if it has not exited within ``timeout``."""
+        process, self.process = self.process, None
+        if process is None or process.poll() is not None:
+            return
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(10)
+
+    def __enter__(self) -> LocalBroker:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    def log_tail(self, chars: int = 4000) -> str:
+        try:
+            return self.log_file.read_text(errors="replace")[-chars:]
+        except OSError:
+            return ""
+
+
+def wait_until_answers(
+    bootstrap: str, timeout: float, options: dict[str, str] | None = None, process=None
+) -> None:
+    """Return when the cluster at ``bootstrap`` lists its brokers; raise after ``timeout`` seconds."""
+    from confluent_kafka.admin import AdminClient
+
+    deadline = time.monotonic() + timeout
+    # log_level 0: no "connection refused" lines on stderr while it starts.
+    admin = AdminClient({"bootstrap.servers": bootstrap, "log_level": 0, **client_options(options or {})})
+    last: Exception | None = None
+    while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            raise RuntimeError(f"the Kafka broker exited with {process.returncode} at start")
+        try:
+            if admin.list_topics(timeout=2).brokers:
+                return
+        except Exception as e:  # KafkaException while it starts
+            last = e
+        time.sleep(0.3)
+    raise TimeoutError(f"no Kafka broker answered at {bootstrap} within {timeout:.0f} s ({last})")
+
+
+def local_broker_from_env(home: Path, jars_dir: Path | str) -> LocalBroker | None:
+    """The broker ``groundwork dev`` starts: none when ``GROUNDWORK_KAFKA_BOOTSTRAP`` names a cluster."""
+    if os.environ.get("GROUNDWORK_KAFKA_BOOTSTRAP"):
+        return None
+    return LocalBroker(Path(home) / "kafka", jars_dir)
+
+
+class OffsetsLost(RuntimeError):
+    """Messages a consumer has not processed are gone from the topic (retention passed, topic recreated)."""
+
+
+def watermarks(
+    bootstrap: str, topic: str, options: dict[str, str] | None = None, timeout: float = 10.0
+) -> dict[int, tuple[int, int]]:
+    """Per partition of ``topic``: (earliest offset still stored, next offset to be written)."""
+    from confluent_kafka import Consumer, TopicPartition
+
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": "groundwork-watermarks",
+            "enable.auto.commit": False,
+            "log_level": 0,
+            **client_options(options or {}),
+        }
+    )
+    try:
+        metadata = consumer.list_topics(topic, timeout=timeout).topics[topic]
+        if metadata.error is not None:
+            raise RuntimeError(f"Kafka topic {topic!r}: {metadata.error.str()}")
+        return {
+            p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=timeout)
+            for p in sorted(metadata.partitions)
+        }
+    finally:
+        consumer.close()
+
+
+def consumer_lag(marks: dict[int, tuple[int, int]], processed: dict[int, int]) -> dict[int, int]:
+    """Per partition: the latest offset minus what was processed (``processed``: the next offset to read,
+    as Spark's checkpoint records it; a partition never read counts from its earliest stored offset)."""
+    return {p: max(0, high - processed.get(p, low)) for p, (low, high) in marks.items()}
+
+
+def check_offsets_available(topic: str, marks: dict[int, tuple[int, int]], processed: dict[int, int]) -> None:
+    """Raise ``OffsetsLost`` naming the lost range when a partition no longer holds the next offset to read:
+    never skip silently (Spark's ``failOnDataLoss`` stays on; this names the range before it fails)."""
+    lost = []
+    for partition, next_offset in sorted(processed.items()):
+        if partition not in marks:
+            lost.append(f"partition {partition} no longer exists (topic recreated with fewer partitions?)")
+            continue
+        low, high = marks[partition]
+        if next_offset > high:
+            lost.append(
+                f"partition {partition}: offsets up to {next_offset - 1} were processed but the topic "
+                f"now ends at {high - 1} (topic recreated?)"
+            )
+        elif next_offset < low:
+            lost.append(
+                f"partition {partition}: offsets {next_offset}..{low - 1} ({low - next_offset} messages) "
+                "are no longer stored (retention passed?)"
+            )
+    if lost:
+        raise OffsetsLost(f"Kafka topic {topic!r} lost messages not yet ingested: " + "; ".join(lost))
