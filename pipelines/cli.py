@@ -410,8 +410,7 @@ def produce(
     settings = get_settings()
     contracts = {c.name: c for c in load_sources(settings.sources_file)}
     if source not in contracts:
-        console.print(f"[red]error:[/red] no source {source!r} in {settings.sources_file}")
-        raise typer.Exit(2)
+        raise _fail(ValueError(f"no source {source!r} in {settings.sources_file}"))
     if not settings.kafka_bootstrap:
         console.print(
             "[red]error:[/red] GROUNDWORK_KAFKA_BOOTSTRAP is not set (`groundwork dev` starts a broker)"
@@ -420,24 +419,28 @@ def produce(
     key_columns = contracts[source].primary_key
     topic = topic or source
     options = {"bootstrap.servers": settings.kafka_bootstrap, "enable.idempotence": True, "log_level": 0}
-    producer = Producer({**options, **client_options(settings.kafka_options)})
-    sent = 0
+    messages: list[tuple[bytes, bytes | None]] = []  # the whole file is checked before anything is sent
     with file.open(encoding="utf-8") as lines:
         for number, line in enumerate(lines, start=1):
             if not line.strip():
                 continue
-            record = json.loads(line)
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise _fail(ValueError(f"{file}:{number}: not JSON ({exc.msg})")) from None
             if not isinstance(record, dict) or any(record.get(k) is None for k in key_columns):
-                console.print(f"[red]error:[/red] {file}:{number}: not an object with the key {key_columns}")
-                raise typer.Exit(2)
+                raise _fail(ValueError(f"{file}:{number}: not an object with the key {key_columns}"))
             if len(key_columns) == 1:
                 key = str(record[key_columns[0]])
             else:
                 key = json.dumps({k: record[k] for k in key_columns})
             deleted = str(record.get("_deleted", "")).lower() in ("true", "1", "yes")
-            producer.produce(topic, key=key.encode(), value=None if deleted else line.strip().encode())
-            producer.poll(0)
-            sent += 1
+            messages.append((key.encode(), None if deleted else line.strip().encode()))
+    producer = Producer({**options, **client_options(settings.kafka_options)})
+    for key, value in messages:
+        producer.produce(topic, key=key, value=value)
+        producer.poll(0)
+    sent = len(messages)
     left = producer.flush(60)
     if left:
         console.print(

@@ -321,6 +321,12 @@ def test_produce_publishes_a_file_keyed_by_the_sources_primary_key(kafka_broker,
     bad.write_text('{"name": "no key"}\n')
     result = CliRunner().invoke(cli.app, ["produce", "customers", str(bad), "--topic", topic])
     assert result.exit_code == 2 and "bad.jsonl:1" in result.output
+    not_json = tmp_path / "not-json.jsonl"
+    not_json.write_text('{"customer_id": "c3"}\n{oops\n')
+    result = CliRunner().invoke(cli.app, ["produce", "customers", str(not_json), "--topic", topic])
+    assert result.exit_code == 2 and "not-json.jsonl:2: not JSON" in result.output
+    after = consume_all(kafka_broker.bootstrap, topic, 4, timeout=3)
+    assert [m.offset() for m in after] == [0, 1, 2]  # a bad file sends nothing, not even its good lines
     assert CliRunner().invoke(cli.app, ["produce", "nope", str(records)]).exit_code == 2
 
 
