@@ -10,6 +10,7 @@ passed to Spark's Kafka source (as ``kafka.<option>``) and to the Python clients
 from __future__ import annotations
 
 import base64
+import json
 import os
 import signal
 import socket
@@ -18,6 +19,12 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+from pydantic import BaseModel
+
+if TYPE_CHECKING:
+    from resources.settings import Settings
 
 BROKER_JARS_HINT = "run `make setup` (it fetches the Kafka broker's jars into the jar cache)"
 SPARK_JARS_HINT = "run `make setup` (it fetches Spark's Kafka connector into the jar cache)"
@@ -288,3 +295,39 @@ def check_offsets_available(topic: str, marks: dict[int, tuple[int, int]], proce
             )
     if lost:
         raise OffsetsLost(f"Kafka topic {topic!r} lost messages not yet ingested: " + "; ".join(lost))
+
+
+NO_CLUSTER_HINT = (
+    "no Kafka cluster for the topic sources: set GROUNDWORK_KAFKA_BOOTSTRAP, or run `groundwork dev` "
+    "(it starts a local broker)"
+)
+
+
+class Kafka(BaseModel):
+    """The cluster the topic sources read: bootstrap servers and client options (a JSON object).
+
+    ``options_json`` is a string so that, when the options come from ``GROUNDWORK_KAFKA_OPTIONS``, the
+    Dagster resource is given a reference to that variable rather than its value (it may hold a password).
+    """
+
+    bootstrap: str = ""
+    options_json: str = "{}"
+    # Messages per micro-batch: bounds the memory of one batch and the work a crash repeats.
+    max_offsets_per_batch: int = 10_000
+
+    @classmethod
+    def from_settings(cls, s: Settings):
+        return cls(bootstrap=s.kafka_bootstrap, options_json=cls.passed_options(s))
+
+    @classmethod
+    def passed_options(cls, s: Settings) -> str:
+        return json.dumps(s.kafka_options)
+
+    @property
+    def options(self) -> dict[str, str]:
+        return json.loads(self.options_json or "{}")
+
+    def require_bootstrap(self) -> str:
+        if not self.bootstrap:
+            raise RuntimeError(NO_CLUSTER_HINT)
+        return self.bootstrap

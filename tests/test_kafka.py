@@ -424,3 +424,116 @@ def test_the_broker_stopped_and_restarted_mid_stream_loses_and_repeats_nothing(k
         ingest_topic(spark, lakehouse, contract, topic, kafka_broker.bootstrap, {}, "r2", "2026-12-04", 1)
     offsets = sorted(r._offset for r in lakehouse.read(spark, "bronze_events").collect())
     assert offsets == list(range(6))
+
+
+# ---- Topic sources declared in sources.yaml: bronze and silver as Dagster assets ---------------------
+
+ORDERS_SOURCE = """
+sources:
+  - name: orders
+    topic: {topic}
+    primary_key: [order_id]
+    event_time: updated_at
+    description: Web-shop orders, as the shop publishes them.
+    columns:
+      - {{name: order_id, type: string, required: true}}
+      - {{name: amount, type: double, required: true, min: 0}}
+      - {{name: status, type: string, allowed: [new, paid]}}
+      - {{name: email, type: string, pii: token}}
+      - {{name: updated_at, type: timestamp, required: true}}
+"""
+
+
+def order(order_id: str, updated_at: str, amount: float = 10.0, **extra) -> bytes:
+    record = {"order_id": order_id, "amount": amount, "status": "new", "updated_at": updated_at, **extra}
+    return json.dumps(record).encode()
+
+
+@pytest.fixture
+def topic_home(kafka_broker, tmp_path):
+    """A home whose sources.yaml declares one topic source, ``orders``, on a fresh topic."""
+    from tests.conftest import make_settings
+
+    topic = f"orders-{uuid.uuid4().hex[:8]}"
+    sources = tmp_path / "sources.yaml"
+    sources.write_text(ORDERS_SOURCE.format(topic=topic))
+    settings = make_settings(tmp_path / "home", sources_file=sources, kafka_bootstrap=kafka_broker.bootstrap)
+    return settings, topic
+
+
+def test_a_topic_source_flows_through_bronze_and_the_same_silver_merge(topic_home, kafka_broker, spark):
+    from dagster import DagsterInstance
+
+    from assets.quarantine import INGESTION_RUNS_TABLE
+    from resources.lakehouse import Lakehouse
+    from tests.conftest import materialized, run_all
+
+    settings, topic = topic_home
+    lakehouse = Lakehouse.from_settings(settings)
+    producer = Producer({"bootstrap.servers": kafka_broker.bootstrap, "message.max.bytes": 2_000_000})
+    sent = [
+        (b"o1", order("o1", "2026-12-01 10:00:00")),
+        (b"o2", order("o2", "2026-12-01 10:00:00")),
+        (b"o1", order("o1", "2026-12-01 11:00:00", amount=12.0, email="ada@example.com")),  # later: wins
+        (b"o3", b'{"order_id": "o3", '),  # invalid JSON
+        (b"o4", order("o4", "2026-12-01 10:00:00", amount=-1)),  # breaks the contract (min 0)
+        (b"o5", order("o5", "2026-12-01 10:00:00", coupon="XMAS")),  # unknown field, drift policy reject
+        (None, order("o6", "2026-12-01 10:00:00")),  # no key
+        (b"o7", order("o7", "2026-12-01 10:00:00", note="x" * 1_000_001)),  # over 1 MB
+    ]
+    # Enough good messages that the bronze gate (90% of records with a key) passes with 2 keyless ones.
+    sent += [(f"f{i}".encode(), order(f"f{i}", "2026-12-01 10:00:00")) for i in range(12)]
+    for key, value in sent:
+        producer.produce(topic, key=key, value=value)
+    assert producer.flush(30) == 0
+
+    selection = ["bronze_orders", "silver_orders"]
+    with DagsterInstance.ephemeral() as instance:
+        first = materialized(run_all(settings, instance, selection=selection))
+        assert first["bronze_orders"]["messages_ingested"] == 20
+        assert first["bronze_orders"]["consumer_lag"] == {f"{topic}/0": 0}
+        assert first["silver_orders"]["records_landed"] == 20  # offsets consumed ...
+        assert first["silver_orders"]["records_accepted"] == 14  # ... = accepted
+        assert first["silver_orders"]["records_quarantined"] == 5  # + quarantined
+        assert first["silver_orders"]["records_duplicates"] == 1  # + duplicates (o1's first version)
+
+        silver = {r.order_id: r for r in lakehouse.read(spark, "silver_orders").collect()}
+        assert set(silver) == {"o1", "o2", *(f"f{i}" for i in range(12))}
+        assert silver["o1"].amount == 12.0 and (silver["o1"]._partition, silver["o1"]._offset) == (0, 2)
+        assert silver["o1"]._topic == topic and "_source_file" not in silver["o1"].asDict()
+        assert silver["o1"].email and "ada@" not in silver["o1"].email  # PII tokenised as for files
+        quarantined = lakehouse.read(spark, "quarantine_bronze").unionByName(
+            lakehouse.read(spark, "quarantine_silver")
+        )
+        reasons = {r.line: r for r in quarantined.collect()}
+        assert sorted(reasons) == [3, 4, 5, 6, 7]  # the offsets
+        assert {r.source_file for r in reasons.values()} == {f"kafka:{topic}/0"}
+        assert reasons[3].reason.startswith("invalid JSON")
+        assert "below the minimum" in reasons[4].reason
+        assert "unexpected column(s) coupon" in reasons[5].reason
+        assert reasons[6].reason.startswith("message has no key")
+        assert "1,000,000-byte limit" in reasons[7].reason
+
+        # A tombstone deletes its key; an older version arriving late loses to silver's newer one.
+        produce(
+            kafka_broker.bootstrap,
+            topic,
+            [
+                (b"o2", None),
+                (b"o1", order("o1", "2026-12-01 09:00:00", amount=1.0)),
+                (b"o8", order("o8", "2026-12-02 10:00:00")),
+            ],
+        )
+        second = materialized(run_all(settings, instance, selection=selection))
+        assert second["bronze_orders"]["messages_ingested"] == 3
+        counts = {k: second["silver_orders"][f"records_{k}"] for k in ("landed", "accepted", "duplicates")}
+        assert counts == {"landed": 3, "accepted": 2, "duplicates": 1}
+        assert second["silver_orders"]["records_deleted"] == 1
+        silver = {r.order_id: r for r in lakehouse.read(spark, "silver_orders").collect()}
+        assert "o2" not in silver and "o8" in silver and silver["o1"].amount == 12.0
+        runs = lakehouse.read_arrow(INGESTION_RUNS_TABLE).to_pandas()
+        assert sorted(runs.landed) == [3, 20] and set(runs.source) == {"orders"}
+
+        third = materialized(run_all(settings, instance, selection=selection))  # nothing new
+        assert third["bronze_orders"]["messages_ingested"] == 0
+        assert lakehouse.row_count("bronze_orders") == 23

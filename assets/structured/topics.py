@@ -163,8 +163,6 @@ def ingest_topic(
     """
     from pathlib import Path
 
-    from pyspark.sql import functions as F
-
     from assets.landing import stream_app_id
     from assets.structured.assets import INGEST_DATE
     from resources.kafka import check_offsets_available, spark_options, watermarks
@@ -177,13 +175,7 @@ def ingest_topic(
     batches = []
 
     def ingest(messages: DataFrame, batch_id: int) -> None:
-        records = parse_kafka_records(messages, contract.primary_key).withColumns(
-            {
-                "_ingested_at": F.current_timestamp(),
-                "_run_id": F.lit(run_id),
-                INGEST_DATE: F.lit(ingest_day).cast("date"),
-            }
-        )
+        records = stamp_records(parse_kafka_records(messages, contract.primary_key), run_id, ingest_day)
         txn = (stream_app_id(checkpoint), batch_id)
         lakehouse.append(records, bronze_name, txn=txn, partition_by=[INGEST_DATE])
         batches.append(batch_id)
@@ -205,3 +197,56 @@ def ingest_topic(
     if query.exception() is not None:
         raise query.exception()
     return len(batches)
+
+
+def stamp_records(records: DataFrame, run_id: str, ingest_day: str) -> DataFrame:
+    """Bronze's own columns on parsed records: when, by which run, under which ingest day."""
+    from pyspark.sql import functions as F
+
+    from assets.structured.assets import INGEST_DATE
+
+    return records.withColumns(
+        {
+            "_ingested_at": F.current_timestamp(),
+            "_run_id": F.lit(run_id),
+            INGEST_DATE: F.lit(ingest_day).cast("date"),
+        }
+    )
+
+
+def topic_lag(lakehouse, contract, bootstrap: str, options: dict[str, str]) -> dict[int, int] | None:
+    """Per partition of the source's topic: messages published and not yet in bronze (latest offset
+    minus the checkpoint's next offset). None when the topic does not exist (yet)."""
+    from resources.kafka import consumer_lag, watermarks
+
+    try:
+        marks = watermarks(bootstrap, contract.topic, options)
+    except RuntimeError as exc:  # an unknown topic: nothing was published to it yet
+        if "Unknown topic" in str(exc) or "UNKNOWN_TOPIC" in str(exc):
+            return None
+        raise
+    checkpoint = lakehouse.checkpoint_path(f"bronze_{contract.name}")
+    return consumer_lag(marks, checkpoint_offsets(checkpoint, contract.topic))
+
+
+def lag_metadata(topic: str, lag: dict[int, int] | None) -> dict[str, object]:
+    """Consumer lag as materialization metadata: per ``topic/partition`` and in total."""
+    per_partition = {f"{topic}/{p}": n for p, n in sorted((lag or {}).items())}
+    return {"consumer_lag": per_partition, "consumer_lag_total": sum(per_partition.values())}
+
+
+def tombstone_event_time(records: DataFrame, contract) -> DataFrame:
+    """A tombstone carries only its key: its event time is the message's Kafka timestamp, so it wins
+    over the versions of its key published before it (and loses to later ones)."""
+    from pyspark.sql import functions as F
+
+    from assets.structured.transform import is_tombstone
+
+    if not contract.event_time:
+        return records
+    event_time = F.col("record").getItem(contract.event_time)
+    stamped = F.map_concat(
+        F.col("record"), F.create_map(F.lit(contract.event_time), F.col("_kafka_timestamp").cast("string"))
+    )
+    fill = is_tombstone() & event_time.isNull() & F.col("_kafka_timestamp").isNotNull()
+    return records.withColumn("record", F.when(fill, stamped).otherwise(F.col("record")))
