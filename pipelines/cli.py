@@ -131,7 +131,8 @@ def _prestart_engines(settings: Settings) -> None:
         from assets.landing import landing_changed
         from resources.spark import Spark
 
-        sources = ["documents", *(c.name for c in load_sources(settings.sources_file))]
+        files = [c.name for c in load_sources(settings.sources_file) if not c.topic]
+        sources = ["documents", *files]
         if landing_changed(settings, sources):
             Spark.from_settings(settings).session()
             import sentence_transformers  # noqa: F401
@@ -287,7 +288,8 @@ def search(
 @app.command()
 def status(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     """Each table's rows, version and last update; per source, the last run's landed, accepted,
-    quarantined and duplicate counts; quarantine totals per layer and source."""
+    quarantined and duplicate counts; quarantine totals per layer and source; each topic source's
+    consumer lag per partition."""
     from pipelines.status import collect_status
 
     report = collect_status(get_settings())
@@ -317,6 +319,18 @@ def status(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
         for row in report["quarantine"]:
             quarantine.add_row(row["layer"], row["source"], str(row["rows"]), row["latest_reason"])
         console.print(quarantine)
+    if report["topics"]:
+        topics = Table(title="topic sources: consumer lag (messages published, not yet in bronze)")
+        for column in ("source", "topic", "partition", "lag"):
+            topics.add_column(column)
+        for row in report["topics"]:
+            if row["error"]:
+                topics.add_row(row["source"], row["topic"], "", f"unknown: {row['error']}")
+            for partition, lag in sorted((row["lag"] or {}).items()):
+                topics.add_row(row["source"], row["topic"], str(partition), str(lag))
+            if row["lag"] == {}:
+                topics.add_row(row["source"], row["topic"], "", "no messages yet")
+        console.print(topics)
     if report["failures"]:
         failures = Table(title="recent failures")
         for column in ("failed", "run", "job", "step", "attempts", "cause"):

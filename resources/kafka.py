@@ -237,6 +237,67 @@ def local_broker_from_env(home: Path, jars_dir: Path | str) -> LocalBroker | Non
     return LocalBroker(Path(home) / "kafka", jars_dir)
 
 
+def checkpoint_offsets(checkpoint: str, topic: str) -> dict[int, int]:
+    """The next offset per partition of ``topic`` that a Structured Streaming checkpoint (a local folder)
+    records as planned: the last file of ``offsets/``, whose last line is the Kafka source's offsets."""
+    folder = Path(checkpoint) / "offsets"
+    batches = sorted((int(p.name) for p in folder.glob("*") if p.name.isdigit()), reverse=True)
+    for batch in batches:
+        lines = (folder / str(batch)).read_text().strip().splitlines()
+        for line in reversed(lines):
+            try:
+                value = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if isinstance(value, dict) and topic in value:
+                return {int(p): int(o) for p, o in value[topic].items()}
+    return {}
+
+
+def source_lag(
+    bootstrap: str, options: dict[str, str], topic: str, checkpoint: str, timeout: float = 10.0
+) -> dict[int, int] | None:
+    """Per partition: the latest offset of ``topic`` minus the next one its bronze checkpoint will read.
+    None when the topic does not exist (yet): nothing was published to it."""
+    try:
+        marks = watermarks(bootstrap, topic, options, timeout)
+    except UnknownTopic:
+        return None
+    return consumer_lag(marks, checkpoint_offsets(checkpoint, topic))
+
+
+def topic_source_lags(settings: Settings, timeout: float = 2.0) -> list[dict]:
+    """For `groundwork status` and /metrics: per topic source, its lag per partition, or why it is not
+    known (no cluster configured, the cluster not answering within ``timeout``). Starts no JVM."""
+    from assets.structured.contracts import load_sources
+    from resources.lakehouse import Lakehouse
+
+    if not Path(settings.sources_file).is_file():
+        return []
+    sources = [s for s in load_sources(settings.sources_file) if s.topic]
+    lakehouse = Lakehouse.from_settings(settings) if sources else None
+    rows = []
+    for source in sources:
+        row: dict = {"source": source.name, "topic": source.topic, "lag": None, "error": None}
+        if not settings.kafka_bootstrap:
+            row["error"] = NO_CLUSTER_HINT
+        else:
+            checkpoint = lakehouse.checkpoint_path(f"bronze_{source.name}")
+            try:
+                lag = source_lag(
+                    settings.kafka_bootstrap, settings.kafka_options, source.topic, checkpoint, timeout
+                )
+                row["lag"] = lag or {}
+            except Exception as exc:  # a cluster that does not answer: say so, never hang the caller
+                row["error"] = f"{type(exc).__name__}: {exc}"
+        rows.append(row)
+    return rows
+
+
+class UnknownTopic(RuntimeError):
+    """The cluster has no such topic."""
+
+
 class OffsetsLost(RuntimeError):
     """Messages a consumer has not processed are gone from the topic (retention passed, topic recreated)."""
 
@@ -257,7 +318,13 @@ def watermarks(
         }
     )
     try:
-        metadata = consumer.list_topics(topic, timeout=timeout).topics[topic]
+        from confluent_kafka import KafkaError
+
+        metadata = consumer.list_topics(topic, timeout=timeout).topics.get(topic)
+        if metadata is None or (
+            metadata.error is not None and metadata.error.code() == KafkaError.UNKNOWN_TOPIC_OR_PART
+        ):
+            raise UnknownTopic(f"Kafka topic {topic!r} does not exist")
         if metadata.error is not None:
             raise RuntimeError(f"Kafka topic {topic!r}: {metadata.error.str()}")
         return {

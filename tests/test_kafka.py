@@ -537,3 +537,125 @@ def test_a_topic_source_flows_through_bronze_and_the_same_silver_merge(topic_hom
         third = materialized(run_all(settings, instance, selection=selection))  # nothing new
         assert third["bronze_orders"]["messages_ingested"] == 0
         assert lakehouse.row_count("bronze_orders") == 23
+
+
+def test_consumer_lag_per_partition_in_status_and_metrics(topic_home, kafka_broker, monkeypatch):
+    """Lag = latest offset minus what bronze has ingested, per partition, read without Spark: in
+    `groundwork status` and as a /metrics gauge; a cluster that does not answer is named, not waited on."""
+    from prometheus_client import CollectorRegistry, generate_latest
+    from typer.testing import CliRunner
+
+    import pipelines.cli as cli
+    from resources.kafka import topic_source_lags
+    from serving.metrics import ConsumerLagCollector
+
+    settings, topic = topic_home
+    assert topic_source_lags(settings) == [
+        {"source": "orders", "topic": topic, "lag": {}, "error": None}  # no such topic yet: no partitions
+    ]
+    produce(kafka_broker.bootstrap, topic, [(f"o{i}".encode(), b"{}") for i in range(3)])
+    assert topic_source_lags(settings)[0]["lag"] == {0: 3}  # nothing ingested: all 3 are lag
+
+    registry = CollectorRegistry()
+    registry.register(ConsumerLagCollector(settings))
+    exported = generate_latest(registry).decode()
+    assert f'groundwork_kafka_consumer_lag{{partition="0",source="orders",topic="{topic}"}} 3.0' in exported
+
+    monkeypatch.setattr(cli, "get_settings", lambda: settings)
+    result = CliRunner().invoke(cli.app, ["status", "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output)["topics"] == [
+        {"source": "orders", "topic": topic, "lag": {"0": 3}, "error": None}
+    ]
+
+    away = settings.model_copy(update={"kafka_bootstrap": "127.0.0.1:1"})
+    started = time.monotonic()
+    [row] = topic_source_lags(away, timeout=1.0)
+    assert row["lag"] is None and row["error"] and time.monotonic() - started < 10
+    assert (
+        "GROUNDWORK_KAFKA_BOOTSTRAP"
+        in topic_source_lags(away.model_copy(update={"kafka_bootstrap": ""}))[0]["error"]
+    )
+
+
+def test_a_source_is_a_file_or_a_topic():
+    from pydantic import ValidationError
+
+    from assets.structured.contracts import SourceContract
+
+    columns = [{"name": "order_id"}]
+    topic = SourceContract(name="orders", topic="shop.orders", primary_key=["order_id"], columns=columns)
+    assert topic.format == "jsonl" and topic.provenance == ["_topic", "_partition", "_offset"]
+    file = SourceContract(name="orders", format="csv", primary_key=["order_id"], columns=columns)
+    assert file.topic is None and file.provenance == ["_source_file", "_line"]
+    with pytest.raises(ValidationError, match="declare a file format"):
+        SourceContract(name="orders", primary_key=["order_id"], columns=columns)
+    with pytest.raises(ValidationError, match="cannot apply"):
+        SourceContract(name="orders", format="csv", topic="t", primary_key=["order_id"], columns=columns)
+
+
+def test_the_worker_keeps_up_with_a_topic_source(topic_home, kafka_broker, spark, monkeypatch):
+    """The sensor starts the resident worker when a topic has lag; the worker ingests each backlog into
+    bronze and silver in its own run, and a message published while it runs arrives without a new start."""
+    import threading
+
+    from dagster import DagsterInstance, RunRequest, SkipReason, build_sensor_context
+
+    from pipelines.definitions import build_definitions
+    from pipelines.worker import TOPICS_BATCH_JOB, WORKER_JOB, WORKER_TAG
+    from resources.lakehouse import Lakehouse
+    from resources.settings import get_settings
+
+    configured, topic = topic_home
+    for name, value in {
+        "HOME": configured.home,
+        "SOURCES_FILE": configured.sources_file,
+        "KAFKA_BOOTSTRAP": kafka_broker.bootstrap,
+        "SPARK_MASTER": configured.spark_master,
+        "SPARK_SHUFFLE_PARTITIONS": configured.spark_shuffle_partitions,
+        "DOCUMENTS_WORKER_POLL_SECONDS": 0.5,
+    }.items():
+        monkeypatch.setenv(f"GROUNDWORK_{name}", str(value))
+    settings = get_settings()
+    defs = build_definitions(settings)
+    sensor = next(s for s in defs.sensors if s.name == "topics_sensor")
+    assert not any(s.name == "orders_landing_sensor" for s in defs.sensors), "a topic has no landing zone"
+    lakehouse = Lakehouse.from_settings(settings)
+
+    def silver_keys() -> set[str]:
+        if not lakehouse.exists("silver_orders"):
+            return set()
+        return set(lakehouse.read_arrow("silver_orders", ["order_id"])["order_id"].to_pylist())
+
+    with DagsterInstance.ephemeral() as instance:
+        assert isinstance(sensor(build_sensor_context(instance=instance, definitions=defs)), SkipReason)
+        produce(
+            kafka_broker.bootstrap,
+            topic,
+            [(f"o{i}".encode(), order(f"o{i}", "2026-12-01 10:00")) for i in range(3)],
+        )
+        request = sensor(build_sensor_context(instance=instance, definitions=defs))
+        assert isinstance(request, RunRequest) and request.job_name == WORKER_JOB
+
+        def publish_while_running() -> None:  # after the worker's first batch
+            deadline = time.monotonic() + 300
+            while silver_keys() != {"o0", "o1", "o2"} and time.monotonic() < deadline:
+                time.sleep(0.3)
+            produce(kafka_broker.bootstrap, topic, [(b"o1", None), (b"o3", order("o3", "2026-12-01 10:00"))])
+
+        publisher = threading.Thread(target=publish_while_running, daemon=True)
+        publisher.start()
+        result = defs.get_job_def(WORKER_JOB).execute_in_process(
+            instance=instance,
+            run_config={"ops": {"index_landed_documents": {"config": {"idle_exit_seconds": 6}}}},
+        )
+        publisher.join(timeout=5)
+        assert result.success
+        assert result.output_for_node("index_landed_documents") == 2, "one batch per backlog"
+        batches = [
+            r for r in instance.get_run_records() if r.dagster_run.tags.get(WORKER_TAG) == result.run_id
+        ]
+        assert {r.dagster_run.job_name for r in batches} == {TOPICS_BATCH_JOB}
+        assert all(r.dagster_run.status.value == "SUCCESS" for r in batches) and len(batches) == 2
+    assert silver_keys() == {"o0", "o2", "o3"}
+    assert sorted(lakehouse.read_arrow("bronze_orders", ["_offset"])["_offset"].to_pylist()) == list(range(5))

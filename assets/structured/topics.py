@@ -18,6 +18,9 @@ from pyspark.sql import DataFrame
 from pyspark.sql import types as T
 
 from assets.structured.transform import MAX_RECORD_BYTES, RAW_LIMIT, TOMBSTONE_FIELD, _too_long
+from resources.kafka import checkpoint_offsets, source_lag
+
+__all__ = ["checkpoint_offsets"]  # kept importable from here: the checkpoint of a topic's bronze
 
 KAFKA_RECORD_SCHEMA = T.StructType(
     [
@@ -123,25 +126,6 @@ def parse_kafka_records(messages: DataFrame, primary_key: list[str]) -> DataFram
     return columns.mapInPandas(_parse_messages(primary_key), KAFKA_RECORD_SCHEMA)
 
 
-def checkpoint_offsets(checkpoint: str, topic: str) -> dict[int, int]:
-    """The next offset per partition of ``topic`` that a Structured Streaming checkpoint (a local folder)
-    records as planned: the last file of ``offsets/``, whose last line is the Kafka source's offsets."""
-    from pathlib import Path
-
-    folder = Path(checkpoint) / "offsets"
-    batches = sorted((int(p.name) for p in folder.glob("*") if p.name.isdigit()), reverse=True)
-    for batch in batches:
-        lines = (folder / str(batch)).read_text().strip().splitlines()
-        for line in reversed(lines):
-            try:
-                value = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            if isinstance(value, dict) and topic in value:
-                return {int(p): int(o) for p, o in value[topic].items()}
-    return {}
-
-
 def ingest_topic(
     session,
     lakehouse,
@@ -215,18 +199,10 @@ def stamp_records(records: DataFrame, run_id: str, ingest_day: str) -> DataFrame
 
 
 def topic_lag(lakehouse, contract, bootstrap: str, options: dict[str, str]) -> dict[int, int] | None:
-    """Per partition of the source's topic: messages published and not yet in bronze (latest offset
-    minus the checkpoint's next offset). None when the topic does not exist (yet)."""
-    from resources.kafka import consumer_lag, watermarks
-
-    try:
-        marks = watermarks(bootstrap, contract.topic, options)
-    except RuntimeError as exc:  # an unknown topic: nothing was published to it yet
-        if "Unknown topic" in str(exc) or "UNKNOWN_TOPIC" in str(exc):
-            return None
-        raise
+    """Per partition of the source's topic: messages published and not yet in bronze. None when the
+    topic does not exist (yet)."""
     checkpoint = lakehouse.checkpoint_path(f"bronze_{contract.name}")
-    return consumer_lag(marks, checkpoint_offsets(checkpoint, contract.topic))
+    return source_lag(bootstrap, options, contract.topic, checkpoint)
 
 
 def lag_metadata(topic: str, lag: dict[int, int] | None) -> dict[str, object]:
