@@ -157,8 +157,9 @@ def documents_worker_job(settings: Settings, definitions: list) -> JobDefinition
         batch_job = deployment.get_job_def(BATCH_JOB)
         root = context.resources.lakehouse.landing_path("documents")
         indexed, batches, idle_since = None, 0, time.monotonic()
-        if not context.resources.lakehouse.exists("bronze_documents"):  # nothing landed, nothing indexed
-            indexed = landing_fingerprint(list_landing(root, context.resources.lakehouse.storage_options))
+        landed = list_landing(root, context.resources.lakehouse.storage_options)
+        if landed.empty and not context.resources.lakehouse.exists("bronze_documents"):
+            indexed = landing_fingerprint(landed)  # nothing landed and nothing indexed: no batch to run
         next_daemon_check = time.monotonic() + DAEMON_CHECK_SECONDS
         poll = settings.documents_worker_poll_seconds
         context.log.info("documents worker: watching %s every %.1fs", root, poll)

@@ -384,7 +384,11 @@ class Kafka(BaseModel):
 
     @classmethod
     def from_settings(cls, s: Settings):
-        return cls(bootstrap=s.kafka_bootstrap, options_json=cls.passed_options(s))
+        return cls(
+            bootstrap=s.kafka_bootstrap,
+            options_json=cls.passed_options(s),
+            max_offsets_per_batch=s.kafka_max_offsets_per_batch,
+        )
 
     @classmethod
     def passed_options(cls, s: Settings) -> str:

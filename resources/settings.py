@@ -512,6 +512,13 @@ class Settings(BaseSettings):
         "environment of the process, never in the UI.",
     )
 
+    kafka_max_offsets_per_batch: int = Field(
+        10_000,
+        ge=1,
+        description="Messages per micro-batch of a topic source's bronze: bounds the memory of one batch "
+        "and the work a crash repeats.",
+    )
+
     # Privacy.
     pii_key: SecretStr | None = Field(
         None,

@@ -659,3 +659,57 @@ def test_the_worker_keeps_up_with_a_topic_source(topic_home, kafka_broker, spark
         assert all(r.dagster_run.status.value == "SUCCESS" for r in batches) and len(batches) == 2
     assert silver_keys() == {"o0", "o2", "o3"}
     assert sorted(lakehouse.read_arrow("bronze_orders", ["_offset"])["_offset"].to_pylist()) == list(range(5))
+
+
+def test_a_consuming_run_killed_mid_batch_and_rerun_takes_each_message_once(topic_home, kafka_broker, spark):
+    """`groundwork run` SIGKILLed (with its JVM) while it streams a topic in batches of 2, then run again:
+    every offset is in bronze exactly once and every key in silver."""
+    import signal
+    import subprocess
+
+    from tests.conftest import groundwork_command, groundwork_env, run_all
+
+    settings, topic = topic_home
+    settings = settings.model_copy(update={"kafka_max_offsets_per_batch": 2})
+    produce(
+        kafka_broker.bootstrap,
+        topic,
+        [(f"o{i:02}".encode(), order(f"o{i:02}", "2026-12-01 10:00")) for i in range(12)],
+    )
+    env = {
+        "GROUNDWORK_SOURCES_FILE": str(settings.sources_file),
+        "GROUNDWORK_KAFKA_BOOTSTRAP": kafka_broker.bootstrap,
+        "GROUNDWORK_KAFKA_MAX_OFFSETS_PER_BATCH": "2",
+        "GROUNDWORK_SPARK_SHUFFLE_PARTITIONS": "2",
+    }
+    run = subprocess.Popen(
+        groundwork_command("run", "--select", "bronze_orders", "--select", "silver_orders"),
+        env=groundwork_env(settings.home, **env),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,  # its own process group: the kill takes the JVM with it
+    )
+    commits = Path(settings.checkpoint_uri) / "bronze_orders" / "commits"
+    try:
+        deadline = time.monotonic() + 300
+        while not any(commits.glob("[0-9]*")) and run.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        os.killpg(run.pid, signal.SIGKILL)
+        run.wait(30)
+    done = len(list(commits.glob("[0-9]*")))
+    assert 1 <= done < 6, f"the kill came after {done} of 6 batches: not mid-stream"
+
+    result = run_all(settings, selection=["bronze_orders", "silver_orders"])
+    assert result.success
+    offsets = lakehouse_offsets(settings, spark)
+    assert offsets == list(range(12)), "each message exactly once in bronze"
+    silver = {
+        r.order_id for r in spark.read.format("delta").load(f"{settings.delta_uri}/silver_orders").collect()
+    }
+    assert silver == {f"o{i:02}" for i in range(12)}
+
+
+def lakehouse_offsets(settings, spark) -> list[int]:
+    bronze = spark.read.format("delta").load(f"{settings.delta_uri}/bronze_orders")
+    return sorted(r._offset for r in bronze.select("_offset").collect())
