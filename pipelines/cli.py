@@ -412,7 +412,9 @@ def produce(
         str, typer.Argument(help="A source of sources.yaml: its primary key keys each message")
     ],
     file: Annotated[Path, typer.Argument(help="A JSON Lines file, one record per line", exists=True)],
-    topic: Annotated[str, typer.Option(help="The topic (default: the source's name)")] = "",
+    topic: Annotated[
+        str, typer.Option(help="The topic (default: the source's `topic:`, else the source's name)")
+    ] = "",
 ) -> None:
     """Publish a JSON Lines file to a Kafka topic, one message per record, keyed by the source's primary key
     (a record with `_deleted: true` is a tombstone: a null value that deletes its key)."""
@@ -431,7 +433,7 @@ def produce(
         )
         raise typer.Exit(2)
     key_columns = contracts[source].primary_key
-    topic = topic or source
+    topic = topic or contracts[source].topic or source
     options = {"bootstrap.servers": settings.kafka_bootstrap, "enable.idempotence": True, "log_level": 0}
     messages: list[tuple[bytes, bytes | None]] = []  # the whole file is checked before anything is sent
     with file.open(encoding="utf-8") as lines:

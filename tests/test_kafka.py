@@ -553,7 +553,13 @@ def test_consumer_lag_per_partition_in_status_and_metrics(topic_home, kafka_brok
     assert topic_source_lags(settings) == [
         {"source": "orders", "topic": topic, "lag": {}, "error": None}  # no such topic yet: no partitions
     ]
-    produce(kafka_broker.bootstrap, topic, [(f"o{i}".encode(), b"{}") for i in range(3)])
+    records = settings.home / "orders.jsonl"
+    records.parent.mkdir(parents=True, exist_ok=True)
+    records.write_text("".join(json.dumps({"order_id": f"o{i}"}) + "\n" for i in range(3)))
+    monkeypatch.setenv("GROUNDWORK_SOURCES_FILE", str(settings.sources_file))
+    monkeypatch.setenv("GROUNDWORK_KAFKA_BOOTSTRAP", kafka_broker.bootstrap)
+    published = CliRunner().invoke(cli.app, ["produce", "orders", str(records)])  # to the source's topic:
+    assert published.exit_code == 0 and repr(topic) in published.output, published.output
     assert topic_source_lags(settings)[0]["lag"] == {0: 3}  # nothing ingested: all 3 are lag
 
     registry = CollectorRegistry()
