@@ -96,7 +96,7 @@ def topics_batch_job(settings: Settings) -> JobDefinition | None:
 def lagging_topics(context: OpExecutionContext, settings: Settings) -> list[str]:
     """Topic sources with messages published and not yet in bronze (a cluster that does not answer is
     logged and retried at the next poll: it never stops the worker)."""
-    from resources.kafka import source_lag
+    from resources.kafka import OffsetsLost, source_lag
 
     kafka, lakehouse = context.resources.kafka, context.resources.lakehouse
     if not kafka.bootstrap:
@@ -108,8 +108,9 @@ def lagging_topics(context: OpExecutionContext, settings: Settings) -> list[str]
         checkpoint = lakehouse.checkpoint_path(f"bronze_{source.name}")
         try:
             lag = source_lag(kafka.bootstrap, kafka.options, source.topic, checkpoint, timeout=5.0)
-        except Exception as exc:  # the cluster away: the next poll tries again
-            context.log.warning("worker: lag of topic %s unknown: %s", source.topic, exc)
+        except Exception as exc:  # the cluster away (the next poll tries again), or offsets lost
+            level = "error" if isinstance(exc, OffsetsLost) else "warning"
+            getattr(context.log, level)("worker: topic %s not ingested: %s", source.topic, exc)
             continue
         if lag and sum(lag.values()):
             behind.append(source.name)

@@ -258,12 +258,19 @@ def source_lag(
     bootstrap: str, options: dict[str, str], topic: str, checkpoint: str, timeout: float = 10.0
 ) -> dict[int, int] | None:
     """Per partition: the latest offset of ``topic`` minus the next one its bronze checkpoint will read.
-    None when the topic does not exist (yet): nothing was published to it."""
+    None when the topic does not exist (yet): nothing was published to it. Raises ``OffsetsLost`` when
+    the checkpoint's next offsets are no longer stored (a lag of 0 must never hide a recreated topic)."""
+    processed = checkpoint_offsets(checkpoint, topic)
     try:
         marks = watermarks(bootstrap, topic, options, timeout)
     except UnknownTopic:
+        if processed:
+            raise OffsetsLost(
+                f"Kafka topic {topic!r} no longer exists; its bronze had processed offsets {processed}"
+            ) from None
         return None
-    return consumer_lag(marks, checkpoint_offsets(checkpoint, topic))
+    check_offsets_available(topic, marks, processed)
+    return consumer_lag(marks, processed)
 
 
 def topic_source_lags(settings: Settings, timeout: float = 2.0) -> list[dict]:

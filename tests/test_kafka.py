@@ -238,7 +238,7 @@ def test_lag_and_lost_ranges_from_a_real_streaming_checkpoint(kafka_broker, spar
     from confluent_kafka.admin import AdminClient, NewTopic
 
     from assets.structured.topics import checkpoint_offsets
-    from resources.kafka import OffsetsLost, check_offsets_available, consumer_lag, watermarks
+    from resources.kafka import OffsetsLost, check_offsets_available, consumer_lag, source_lag, watermarks
 
     topic = f"lag-{uuid.uuid4().hex[:8]}"
     admin = AdminClient({"bootstrap.servers": kafka_broker.bootstrap})
@@ -293,6 +293,9 @@ def test_lag_and_lost_ranges_from_a_real_streaming_checkpoint(kafka_broker, spar
     recreated = r"partition 1: offsets up to 2 were processed but the topic now ends at -1"
     with pytest.raises(OffsetsLost, match=recreated):
         check_offsets_available(topic, marks, processed)
+    # The lag the worker, status and bronze read never shows 0 for it: it names the loss too.
+    with pytest.raises(OffsetsLost, match=recreated):
+        source_lag(kafka_broker.bootstrap, {}, topic, str(checkpoint))
 
 
 def test_produce_publishes_a_file_keyed_by_the_sources_primary_key(kafka_broker, tmp_path, monkeypatch):
