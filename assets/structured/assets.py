@@ -157,7 +157,7 @@ def topic_bronze_asset(contract: SourceContract) -> AssetsDefinition:
         day, today = context.partition_keys[-1], current_ingest_day()
         bootstrap, options = kafka.require_bootstrap(), kafka.options
         lag = topic_lag(lakehouse, contract, bootstrap, options)
-        stats = {"records": 0, "unreadable": 0, "partitions": 0}
+        stats = {"records": 0, "unreadable": 0}
         batches = 0
         # A topic is not re-read per day (its retention decides what is still there): a run for a past
         # day alone ingests nothing; new messages go under the current day.
@@ -185,7 +185,6 @@ def topic_bronze_asset(contract: SourceContract) -> AssetsDefinition:
             stats = new.agg(
                 F.count("*").alias("records"),
                 F.count("_error").alias("unreadable"),
-                F.countDistinct("_partition").alias("partitions"),
             ).first()
         return MaterializeResult(
             metadata=delta_metadata(
