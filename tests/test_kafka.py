@@ -722,3 +722,31 @@ def test_a_consuming_run_killed_mid_batch_and_rerun_takes_each_message_once(topi
 def lakehouse_offsets(settings, spark) -> list[int]:
     bronze = spark.read.format("delta").load(f"{settings.delta_uri}/bronze_orders")
     return sorted(r._offset for r in bronze.select("_offset").collect())
+
+
+def test_without_the_worker_the_topics_sensor_runs_bronze_once_per_backlog(
+    topic_home, kafka_broker, monkeypatch
+):
+    from dagster import DagsterInstance, RunRequest, SkipReason, build_sensor_context
+
+    from assets.structured.assets import current_ingest_day
+    from pipelines.definitions import build_definitions
+    from resources.settings import get_settings
+
+    configured, topic = topic_home
+    monkeypatch.setenv("GROUNDWORK_HOME", str(configured.home))
+    monkeypatch.setenv("GROUNDWORK_SOURCES_FILE", str(configured.sources_file))
+    monkeypatch.setenv("GROUNDWORK_KAFKA_BOOTSTRAP", kafka_broker.bootstrap)
+    monkeypatch.setenv("GROUNDWORK_DOCUMENTS_WORKER", "false")
+    defs = build_definitions(get_settings())
+    sensor = next(s for s in defs.sensors if s.name == "topics_sensor")
+    with DagsterInstance.ephemeral() as instance:
+        assert isinstance(sensor(build_sensor_context(instance=instance, definitions=defs)), SkipReason)
+        produce(kafka_broker.bootstrap, topic, [(b"o1", order("o1", "2026-12-01 10:00"))])
+        first = sensor(build_sensor_context(instance=instance, definitions=defs))
+        assert isinstance(first, RunRequest) and first.job_name is None
+        assert [k.to_user_string() for k in first.asset_selection] == ["bronze_orders"]
+        assert first.partition_key == current_ingest_day()
+        produce(kafka_broker.bootstrap, topic, [(b"o2", order("o2", "2026-12-01 10:00"))])
+        again = sensor(build_sensor_context(instance=instance, definitions=defs))
+        assert again.run_key == first.run_key, "the same backlog (nothing ingested since) is one run"
