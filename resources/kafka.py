@@ -388,6 +388,8 @@ class Kafka(BaseModel):
     options_json: str = "{}"
     # Messages per micro-batch: bounds the memory of one batch and the work a crash repeats.
     max_offsets_per_batch: int = 10_000
+    # The topic of document events into bronze_documents ("" for none).
+    documents_topic: str = ""
 
     @classmethod
     def from_settings(cls, s: Settings):
@@ -395,6 +397,7 @@ class Kafka(BaseModel):
             bootstrap=s.kafka_bootstrap,
             options_json=cls.passed_options(s),
             max_offsets_per_batch=s.kafka_max_offsets_per_batch,
+            documents_topic=s.documents_topic,
         )
 
     @classmethod
@@ -409,3 +412,70 @@ class Kafka(BaseModel):
         if not self.bootstrap:
             raise RuntimeError(NO_CLUSTER_HINT)
         return self.bootstrap
+
+
+# `groundwork produce documents FILE`: document events are keyed by their id (assets/documents/topics.py).
+DOCUMENTS_SOURCE, DOCUMENT_EVENT_KEY = "documents", ["id"]
+# The sample scenario `groundwork dev` publishes to its local broker (data/samples/README.md).
+SAMPLE_DOCUMENTS_TOPIC = "groundwork.samples.documents"
+
+
+class BadMessageFile(ValueError):
+    """A file that cannot be published as it is; the message names the file and line."""
+
+
+def jsonl_messages(file: Path, key_columns: list[str]) -> list[tuple[bytes, bytes | None]]:
+    """A JSON Lines file as (key, value) messages keyed by ``key_columns``; a record with ``_deleted: true``
+    is a tombstone. The whole file is checked first, so a bad line publishes nothing."""
+    messages: list[tuple[bytes, bytes | None]] = []
+    with Path(file).open(encoding="utf-8") as lines:
+        for number, line in enumerate(lines, start=1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise BadMessageFile(f"{file}:{number}: not JSON ({exc.msg})") from None
+            if not isinstance(record, dict) or any(record.get(k) is None for k in key_columns):
+                raise BadMessageFile(f"{file}:{number}: not an object with the key {key_columns}")
+            if len(key_columns) == 1:
+                key = str(record[key_columns[0]])
+            else:
+                key = json.dumps({k: record[k] for k in key_columns})
+            deleted = str(record.get("_deleted", "")).lower() in ("true", "1", "yes")
+            messages.append((key.encode(), None if deleted else line.strip().encode()))
+    return messages
+
+
+def publish(
+    bootstrap: str, options: dict[str, str], topic: str, messages: list[tuple[bytes, bytes | None]]
+) -> int:
+    """Send ``messages`` with an idempotent producer; returns how many were not acknowledged (0: all)."""
+    from confluent_kafka import Producer
+
+    config = {"bootstrap.servers": bootstrap, "enable.idempotence": True, "log_level": 0}
+    producer = Producer({**config, **client_options(options)})
+    for key, value in messages:
+        producer.produce(topic, key=key, value=value)
+        producer.poll(0)
+    return producer.flush(60)
+
+
+def publish_sample_documents(
+    bootstrap: str, options: dict[str, str], file: Path, topic: str = SAMPLE_DOCUMENTS_TOPIC
+) -> int:
+    """Publish the sample document events to ``topic`` once: a topic that already holds messages (the
+    local broker keeps its storage between `groundwork dev` sessions) is left as it is. Returns the number
+    published."""
+    try:
+        if any(high > low for low, high in watermarks(bootstrap, topic, options).values()):
+            return 0
+    except UnknownTopic:
+        pass
+    messages = jsonl_messages(file, DOCUMENT_EVENT_KEY)
+    left = publish(bootstrap, options, topic, messages)
+    if left:
+        raise RuntimeError(
+            f"{left} of {len(messages)} sample document events not acknowledged by {bootstrap}"
+        )
+    return len(messages)

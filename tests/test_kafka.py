@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from confluent_kafka import Consumer, Producer
 
-from resources.kafka import LocalBroker, client_options, spark_options
+from resources.kafka import SAMPLE_DOCUMENTS_TOPIC, LocalBroker, client_options, spark_options
 from resources.settings import Settings
 
 
@@ -138,12 +138,17 @@ def test_dev_starts_a_local_broker_for_the_ui_and_stops_it_after(tmp_path, monke
         seen["bootstrap"] = env["GROUNDWORK_KAFKA_BOOTSTRAP"]
         wait_until_answers(seen["bootstrap"], timeout=10)  # raises unless the broker answers now
         produce(seen["bootstrap"], "dev-topic", [(b"k", b"v")])
+        # The sample topic scenario: declared for the UI's processes, its events already published.
+        seen["topic"] = env["GROUNDWORK_DOCUMENTS_TOPIC"]
+        seen["events"] = consume_all(seen["bootstrap"], seen["topic"], 5, timeout=10)
         return 0
 
     monkeypatch.setattr(cli.subprocess, "call", ui)
     result = CliRunner().invoke(cli.app, ["dev"])
     assert result.exit_code == 0, result.output
     assert seen["bootstrap"].startswith("127.0.0.1:")
+    assert seen["topic"] == SAMPLE_DOCUMENTS_TOPIC and len(seen["events"]) == 5
+    assert "5 sample document events published" in " ".join(result.output.split())
     assert (tmp_path / "home" / "kafka" / "logs" / "meta.properties").exists()
     with pytest.raises(Exception, match="no Kafka broker answered"):
         wait_until_answers(seen["bootstrap"], timeout=3)
@@ -156,10 +161,12 @@ def test_dev_leaves_an_external_cluster_alone(tmp_path, monkeypatch):
 
     monkeypatch.setenv("GROUNDWORK_HOME", str(tmp_path / "home"))
     monkeypatch.setenv("GROUNDWORK_KAFKA_BOOTSTRAP", "kafka-1:9093")
+    monkeypatch.delenv("GROUNDWORK_DOCUMENTS_TOPIC", raising=False)
     seen = {}
     monkeypatch.setattr(cli.subprocess, "call", lambda command, cwd, env: seen.update(env) or 0)
     assert CliRunner().invoke(cli.app, ["dev"]).exit_code == 0
     assert seen["GROUNDWORK_KAFKA_BOOTSTRAP"] == "kafka-1:9093"
+    assert "GROUNDWORK_DOCUMENTS_TOPIC" not in seen  # the sample scenario is the local broker's only
     assert not (tmp_path / "home" / "kafka").exists()
 
 
@@ -750,3 +757,144 @@ def test_without_the_worker_the_topics_sensor_runs_bronze_once_per_backlog(
         produce(kafka_broker.bootstrap, topic, [(b"o2", order("o2", "2026-12-01 10:00"))])
         again = sensor(build_sensor_context(instance=instance, definitions=defs))
         assert again.run_key == first.run_key, "the same backlog (nothing ingested since) is one run"
+
+
+def doc_event(doc_id: str, text: str, media_type: str = "text/markdown", **extra) -> bytes:
+    return json.dumps({"id": doc_id, "text": text, "media_type": media_type, **extra}).encode()
+
+
+def test_document_events_flow_into_silver_documents_chunks_and_the_index(kafka_broker, spark, tmp_path):
+    """A documents topic is a second way documents land: upserts become chunks in the index, a tombstone
+    removes its document from it, bad events are quarantined at their offset, and counts reconcile."""
+    from assets.documents.topics import event_path
+    from resources.lakehouse import Lakehouse
+    from serving.champion import champion_searcher
+    from tests.conftest import make_settings, materialized, run_documents
+
+    topic = f"cms-{uuid.uuid4().hex[:8]}"
+    settings = make_settings(tmp_path / "home", kafka_bootstrap=kafka_broker.bootstrap, documents_topic=topic)
+    Path(settings.documents_landing).mkdir(parents=True)
+    lakehouse = Lakehouse.from_settings(settings)
+    producer = Producer({"bootstrap.servers": kafka_broker.bootstrap, "message.max.bytes": 2_000_000})
+    sent = [
+        (
+            b"kayak",
+            doc_event("kayak", "# Kayak storage\n\nStore the kayak hull-up on padded racks, out of sun."),
+        ),
+        (
+            b"stove",
+            doc_event(
+                "stove",
+                "<h1>Stove care</h1><p>Clean the burner jet with the pricking wire after every trip.</p>",
+                "text/html",
+                title="Camp stove care",
+                access_groups=["staff"],
+            ),
+        ),
+        (b"broken", b'{"id": "broken", '),  # invalid JSON
+        (b"notext", json.dumps({"id": "notext", "title": "No text"}).encode()),  # missing text
+        (b"scan", doc_event("scan", "%PDF-1.4", "application/pdf")),  # not a text media type
+        (b"huge", doc_event("huge", "x" * 1_000_001)),  # over 1 MB
+    ]
+    for key, value in sent:
+        producer.produce(topic, key=key, value=value)
+    assert producer.flush(30) == 0
+
+    first = materialized(run_documents(settings))
+    assert first["bronze_documents"]["events_ingested"] == 6
+    assert first["bronze_documents"]["events_unreadable"] == 4
+    assert first["bronze_documents"]["consumer_lag"] == {f"{topic}/0": 0}
+    silver = first["silver_documents"]
+    assert (silver["documents_landed"], silver["documents_accepted"], silver["documents_quarantined"]) == (
+        6,
+        2,
+        4,
+    )
+    documents = {r.path: r for r in lakehouse.read(spark, "silver_documents").collect()}
+    assert set(documents) == {event_path(topic, "kayak"), event_path(topic, "stove")}
+    stove = documents[event_path(topic, "stove")]
+    assert stove.title == "Camp stove care" and stove.media_type == "text/html"
+    assert "<p>" not in stove.text and list(stove.access_groups) == ["staff"]  # parsed as a landed .html
+    reasons = {r.line: r for r in lakehouse.read(spark, "quarantine_bronze").collect()}
+    assert sorted(reasons) == [2, 3, 4, 5]  # the offsets
+    assert {r.source_file for r in reasons.values()} == {f"kafka:{topic}/0"}
+    assert reasons[2].reason.startswith("invalid JSON")
+    assert reasons[3].reason == "document event has no text (a string)"
+    assert reasons[4].reason.startswith("unknown media type 'application/pdf'")
+    assert "1,000,000-byte limit" in reasons[5].reason
+
+    searcher = champion_searcher(settings)
+    hits = searcher.search("how do I store my kayak", k=3)
+    assert hits and hits[0].path == event_path(topic, "kayak")
+    assert event_path(topic, "stove") in {h.path for h in searcher.search("clean the burner jet", k=3)}
+
+    produce(kafka_broker.bootstrap, topic, [(b"kayak", None)])  # a tombstone deletes the document
+    second = materialized(run_documents(settings))
+    assert second["bronze_documents"]["events_ingested"] == 1
+    assert second["silver_documents"]["documents_deleted"] == 1
+    assert {r.path for r in lakehouse.read(spark, "silver_documents").collect()} == {
+        event_path(topic, "stove")
+    }
+    paths = {h.path for h in champion_searcher(settings).search("how do I store my kayak", k=5)}
+    assert paths == {event_path(topic, "stove")}
+
+
+def test_a_declared_documents_topic_without_a_cluster_is_an_error(tmp_path):
+    from tests.conftest import make_settings, run_documents
+
+    settings = make_settings(tmp_path / "home", documents_topic="cms.documents")
+    Path(settings.documents_landing).mkdir(parents=True)
+    result = run_documents(settings, raise_on_error=False)
+    assert not result.success
+    failure = next(e for e in result.all_events if e.is_step_failure)
+    assert "GROUNDWORK_KAFKA_BOOTSTRAP" in str(failure.event_specific_data.error)
+
+
+def test_produce_publishes_document_events_keyed_by_their_id(kafka_broker, tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    import pipelines.cli as cli
+
+    topic = f"cms-{uuid.uuid4().hex[:8]}"
+    monkeypatch.setenv("GROUNDWORK_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("GROUNDWORK_KAFKA_BOOTSTRAP", kafka_broker.bootstrap)
+    monkeypatch.setenv("GROUNDWORK_DOCUMENTS_TOPIC", topic)
+    events = tmp_path / "events.jsonl"
+    events.write_text(
+        doc_event("a", "Alpha.").decode() + "\n" + json.dumps({"id": "a", "_deleted": True}) + "\n"
+    )
+    result = CliRunner().invoke(cli.app, ["produce", "documents", str(events)])  # to the documents topic
+    assert result.exit_code == 0, result.output
+    got = consume_all(kafka_broker.bootstrap, topic, 2)
+    assert [(m.key(), m.value() is None) for m in got] == [(b"a", False), (b"a", True)]  # then a tombstone
+    no_id = tmp_path / "no-id.jsonl"
+    no_id.write_text(json.dumps({"text": "orphan"}) + "\n")
+    result = CliRunner().invoke(cli.app, ["produce", "documents", str(no_id)])
+    assert result.exit_code == 2 and f"{no_id}:1: not an object with the key ['id']" in result.output
+
+
+def test_the_dev_scenario_publishes_sample_documents_once_and_they_reach_silver(
+    kafka_broker, spark, tmp_path
+):
+    """What `groundwork dev` sets up on its broker, materialized: the sample events' upserts in silver
+    documents, the deleted one gone, the scan quarantined; a second set-up publishes nothing again."""
+    from assets.documents.topics import event_path
+    from pipelines.cli import dev_topic_scenario
+    from resources.lakehouse import Lakehouse
+    from tests.conftest import _materialize, make_settings, materialized
+
+    env = {"GROUNDWORK_KAFKA_BOOTSTRAP": kafka_broker.bootstrap}
+    env["GROUNDWORK_DOCUMENTS_TOPIC"] = topic = f"samples-{uuid.uuid4().hex[:8]}"
+    assert "5 sample document events published" in dev_topic_scenario(env, {})
+    assert "0 sample document events published (already published)" in dev_topic_scenario(env, {})
+    assert env["GROUNDWORK_DOCUMENTS_TOPIC"] == topic
+
+    settings = make_settings(tmp_path / "home", kafka_bootstrap=kafka_broker.bootstrap, documents_topic=topic)
+    Path(settings.documents_landing).mkdir(parents=True)
+    selection = ["bronze_documents", "silver_documents"]
+    meta = materialized(_materialize(settings, None, True, None, selection, {}))
+    assert meta["bronze_documents"]["events_ingested"] == 5
+    assert meta["silver_documents"]["documents_accepted"] == 2
+    assert meta["silver_documents"]["documents_quarantined"] == 1
+    silver = {r.path for r in Lakehouse.from_settings(settings).read(spark, "silver_documents").collect()}
+    assert silver == {event_path(topic, "kb-1001"), event_path(topic, "kb-1003")}

@@ -11,7 +11,7 @@ message that cannot become a record is one with its reason, for the quarantine.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pandas as pd
 from pyspark.sql import DataFrame
@@ -137,7 +137,43 @@ def ingest_topic(
     ingest_day: str,
     max_offsets_per_batch: int = 10_000,
 ) -> int:
-    """Stream the messages of ``topic`` published since the last call into ``bronze_<source>``, exactly once.
+    """Stream the messages of ``topic`` published since the last call into ``bronze_<source>``, exactly once
+    (``stream_topic``), as records of the source's contract under ``ingest_day``. Returns the batches run."""
+    from assets.structured.assets import INGEST_DATE
+
+    bronze_name = f"bronze_{contract.name}"
+
+    def to_records(messages: DataFrame) -> DataFrame:
+        return stamp_records(parse_kafka_records(messages, contract.primary_key), run_id, ingest_day)
+
+    return stream_topic(
+        session,
+        lakehouse,
+        bronze_name,
+        lakehouse.checkpoint_path(bronze_name),
+        topic,
+        bootstrap,
+        options,
+        to_records,
+        max_offsets_per_batch,
+        partition_by=[INGEST_DATE],
+    )
+
+
+def stream_topic(
+    session,
+    lakehouse,
+    table: str,
+    checkpoint: str,
+    topic: str,
+    bootstrap: str,
+    options: dict[str, str],
+    to_records: Callable[[DataFrame], DataFrame],
+    max_offsets_per_batch: int = 10_000,
+    partition_by: list[str] | None = None,
+) -> int:
+    """Append the messages of ``topic`` published since the checkpoint to ``table``, exactly once, as
+    ``to_records`` makes them: the one way a topic is read (record sources and document events alike).
 
     A ``trigger(availableNow=True)`` query from the checkpoint's offsets to the topic's end; each
     micro-batch is appended with the Delta transaction id (checkpoint id, batch id), so a batch replayed
@@ -148,20 +184,16 @@ def ingest_topic(
     from pathlib import Path
 
     from assets.landing import stream_app_id
-    from assets.structured.assets import INGEST_DATE
     from resources.kafka import check_offsets_available, spark_options, watermarks
 
-    bronze_name = f"bronze_{contract.name}"
-    checkpoint = lakehouse.checkpoint_path(bronze_name)
     if (Path(checkpoint) / "offsets").exists():
         processed = checkpoint_offsets(checkpoint, topic)
         check_offsets_available(topic, watermarks(bootstrap, topic, options), processed)
     batches = []
 
     def ingest(messages: DataFrame, batch_id: int) -> None:
-        records = stamp_records(parse_kafka_records(messages, contract.primary_key), run_id, ingest_day)
         txn = (stream_app_id(checkpoint), batch_id)
-        lakehouse.append(records, bronze_name, txn=txn, partition_by=[INGEST_DATE])
+        lakehouse.append(to_records(messages), table, txn=txn, partition_by=partition_by or ())
         batches.append(batch_id)
 
     query = (
