@@ -117,6 +117,24 @@ def lagging_topics(context: OpExecutionContext, settings: Settings) -> list[str]
     return behind
 
 
+def documents_topic_behind(context: OpExecutionContext) -> bool:
+    """Whether the documents topic (when one is configured) has events not yet in bronze_documents; a
+    cluster that does not answer is logged and asked again at the next poll."""
+    from assets.documents.assets import documents_topic_lag
+    from resources.kafka import OffsetsLost
+
+    kafka = context.resources.kafka
+    if not kafka.documents_topic or not kafka.bootstrap:
+        return False
+    try:
+        lag = documents_topic_lag(context.resources.lakehouse, kafka)
+    except Exception as exc:  # the cluster away (the next poll tries again), or offsets lost
+        level = "error" if isinstance(exc, OffsetsLost) else "warning"
+        getattr(context.log, level)("worker: documents topic %s not ingested: %s", kafka.documents_topic, exc)
+        return False
+    return bool(lag and sum(lag.values()))
+
+
 class WorkerConfig(Config):
     """``idle_exit_seconds`` > 0 ends the worker after that long without a change (0: until stopped)."""
 
@@ -143,8 +161,9 @@ def documents_worker_job(settings: Settings, definitions: list) -> JobDefinition
 
     @op(name="index_landed_documents", required_resource_keys=RESOURCE_KEYS)
     def index_landed_documents(context: OpExecutionContext, config: WorkerConfig) -> int:
-        """Poll the documents landing zone and the topic sources' lag; on each change, run the document
-        assets (or the lagging topics' bronze and silver) and their checks here. Returns batches run."""
+        """Poll the documents landing zone, the documents topic's and the topic sources' lag; on each change,
+        run the document assets (or the lagging topics' bronze and silver) and their checks here. Returns
+        batches run."""
         from assets.structured.assets import current_ingest_day
 
         resources = {key: getattr(context.resources, key) for key in RESOURCE_KEYS}
@@ -167,7 +186,8 @@ def documents_worker_job(settings: Settings, definitions: list) -> JobDefinition
         while True:
             listing = list_landing(root, context.resources.lakehouse.storage_options)
             fingerprint = landing_fingerprint(listing)
-            if fingerprint != indexed:
+            events = fingerprint == indexed and documents_topic_behind(context)
+            if fingerprint != indexed or events:
                 started = time.monotonic()
                 result = batch_job.execute_in_process(
                     instance=context.instance,
@@ -191,6 +211,8 @@ def documents_worker_job(settings: Settings, definitions: list) -> JobDefinition
                         context.log.error(
                             "documents worker: %s failed: %s", row["step_key"], row["cause"][:500]
                         )
+                    if events:  # the topic's lag stays: try once more after a pause, not in a loop
+                        time.sleep(max(poll, 5.0))
                 continue
             behind = lagging_topics(context, settings) if topics_job else []
             if behind:

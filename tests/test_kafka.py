@@ -898,3 +898,43 @@ def test_the_dev_scenario_publishes_sample_documents_once_and_they_reach_silver(
     assert meta["silver_documents"]["documents_quarantined"] == 1
     silver = {r.path for r in Lakehouse.from_settings(settings).read(spark, "silver_documents").collect()}
     assert silver == {event_path(topic, "kb-1001"), event_path(topic, "kb-1003")}
+
+
+def test_the_worker_indexes_document_events_without_a_landed_file(kafka_broker, spark, tmp_path, monkeypatch):
+    """The resident worker polls the documents topic's lag too: an event published with nothing landed
+    is one documents batch, searchable when it ends."""
+    from dagster import DagsterInstance
+
+    from assets.documents.topics import event_path
+    from pipelines.definitions import build_definitions
+    from pipelines.worker import WORKER_JOB
+    from resources.settings import get_settings
+    from serving.champion import champion_searcher
+
+    topic = f"cms-{uuid.uuid4().hex[:8]}"
+    for name, value in {
+        "HOME": tmp_path / "home",
+        "KAFKA_BOOTSTRAP": kafka_broker.bootstrap,
+        "DOCUMENTS_TOPIC": topic,
+        "SPARK_MASTER": "local[2]",
+        "SPARK_SHUFFLE_PARTITIONS": 2,
+        "DOCUMENTS_WORKER_POLL_SECONDS": 0.5,
+    }.items():
+        monkeypatch.setenv(f"GROUNDWORK_{name}", str(value))
+    settings = get_settings()
+    Path(settings.documents_landing).mkdir(parents=True)
+    produce(
+        kafka_broker.bootstrap, topic, [(b"kayak", doc_event("kayak", "Store the kayak hull-up on racks."))]
+    )
+    with DagsterInstance.ephemeral() as instance:
+        result = (
+            build_definitions(settings)
+            .get_job_def(WORKER_JOB)
+            .execute_in_process(
+                instance=instance,
+                run_config={"ops": {"index_landed_documents": {"config": {"idle_exit_seconds": 2}}}},
+            )
+        )
+    assert result.success and result.output_for_node("index_landed_documents") == 1
+    hits = champion_searcher(settings).search("kayak storage", k=1)
+    assert [h.path for h in hits] == [event_path(topic, "kayak")]
