@@ -938,3 +938,62 @@ def test_the_worker_indexes_document_events_without_a_landed_file(kafka_broker, 
     assert result.success and result.output_for_node("index_landed_documents") == 1
     hits = champion_searcher(settings).search("kayak storage", k=1)
     assert [h.path for h in hits] == [event_path(topic, "kayak")]
+
+
+def test_a_documents_run_killed_mid_stream_and_rerun_indexes_each_document_once(
+    kafka_broker, spark, tmp_path
+):
+    """`groundwork run` SIGKILLed (with its JVM) while it streams document events in batches of 2, then the
+    documents chain run again: each offset once in bronze, each document once in the index."""
+    import signal
+    import subprocess
+    from collections import Counter
+
+    import lancedb
+
+    from assets.documents.topics import event_path
+    from resources.lancedb.tables import open_active
+    from tests.conftest import groundwork_command, groundwork_env, make_settings, run_documents
+
+    topic = f"cms-{uuid.uuid4().hex[:8]}"
+    settings = make_settings(
+        tmp_path / "home",
+        kafka_bootstrap=kafka_broker.bootstrap,
+        documents_topic=topic,
+        kafka_max_offsets_per_batch=2,
+    )
+    Path(settings.documents_landing).mkdir(parents=True)
+    topics = ["kayak racks", "stove jets", "tent seams", "rope coils", "boot laces", "lamp batteries"]
+    events = [(f"d{i}".encode(), doc_event(f"d{i}", f"How to care for {t}.")) for i, t in enumerate(topics)]
+    produce(kafka_broker.bootstrap, topic, events)
+    env = {
+        "GROUNDWORK_KAFKA_BOOTSTRAP": kafka_broker.bootstrap,
+        "GROUNDWORK_DOCUMENTS_TOPIC": topic,
+        "GROUNDWORK_KAFKA_MAX_OFFSETS_PER_BATCH": "2",
+        "GROUNDWORK_SPARK_SHUFFLE_PARTITIONS": "2",
+    }
+    run = subprocess.Popen(
+        groundwork_command("run", "--select", "bronze_documents"),
+        env=groundwork_env(settings.home, **env),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,  # its own process group: the kill takes the JVM with it
+    )
+    commits = Path(settings.checkpoint_uri) / "bronze_documents_topic" / "commits"
+    try:
+        deadline = time.monotonic() + 300
+        while not any(commits.glob("[0-9]*")) and run.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        os.killpg(run.pid, signal.SIGKILL)
+        run.wait(30)
+    done = len(list(commits.glob("[0-9]*")))
+    assert 1 <= done < 3, f"the kill came after {done} of 3 batches: not mid-stream"
+
+    assert run_documents(settings).success
+    bronze = spark.read.format("delta").load(f"{settings.delta_uri}/bronze_documents")
+    offsets = sorted(r._offset for r in bronze.where("_topic IS NOT NULL").select("_offset").collect())
+    assert offsets == list(range(6)), "each event exactly once in bronze"
+    table = open_active(lancedb.connect(settings.lancedb_uri), settings.embeddings_table)
+    indexed = Counter(table.search().select(["path"]).limit(None).to_arrow()["path"].to_pylist())
+    assert indexed == {event_path(topic, f"d{i}"): 1 for i in range(6)}, "each document once in the index"
