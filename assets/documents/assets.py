@@ -115,6 +115,8 @@ def bronze_documents(
     files, and a tombstone for each removed file. Document events arrive through their own stream
     (``assets/documents/topics.py``), each a record like a landed file's with its topic provenance.
     """
+    if kafka.documents_topic:  # declared: a missing cluster fails first, never a skipped source
+        kafka.require_bootstrap()
     root = lakehouse.landing_path(DOCUMENTS)
     checkpoint = lakehouse.checkpoint_path(BRONZE)
     options = lakehouse.storage_options
@@ -127,7 +129,7 @@ def bronze_documents(
         )
         mark_ingested(checkpoint, state, options)
     events = {}
-    if kafka.documents_topic:  # declared: a missing cluster is an error, never a skipped source
+    if kafka.documents_topic:
         lag = documents_topic_lag(lakehouse, kafka)
         ingested = unreadable = topic_batches = 0
         if lag and sum(lag.values()):
