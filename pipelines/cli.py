@@ -131,7 +131,8 @@ def _prestart_engines(settings: Settings) -> None:
         from assets.landing import landing_changed
         from resources.spark import Spark
 
-        sources = ["documents", *(c.name for c in load_sources(settings.sources_file))]
+        files = [c.name for c in load_sources(settings.sources_file) if not c.topic]
+        sources = ["documents", *files]
         if landing_changed(settings, sources):
             Spark.from_settings(settings).session()
             import sentence_transformers  # noqa: F401
@@ -287,7 +288,8 @@ def search(
 @app.command()
 def status(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     """Each table's rows, version and last update; per source, the last run's landed, accepted,
-    quarantined and duplicate counts; quarantine totals per layer and source."""
+    quarantined and duplicate counts; quarantine totals per layer and source; each topic source's
+    consumer lag per partition."""
     from pipelines.status import collect_status
 
     report = collect_status(get_settings())
@@ -317,6 +319,18 @@ def status(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
         for row in report["quarantine"]:
             quarantine.add_row(row["layer"], row["source"], str(row["rows"]), row["latest_reason"])
         console.print(quarantine)
+    if report["topics"]:
+        topics = Table(title="topic sources: consumer lag (messages published, not yet in bronze)")
+        for column in ("source", "topic", "partition", "lag"):
+            topics.add_column(column)
+        for row in report["topics"]:
+            if row["error"]:
+                topics.add_row(row["source"], row["topic"], "", f"unknown: {row['error']}")
+            for partition, lag in sorted((row["lag"] or {}).items()):
+                topics.add_row(row["source"], row["topic"], str(partition), str(lag))
+            if row["lag"] == {}:
+                topics.add_row(row["source"], row["topic"], "", "no messages yet")
+        console.print(topics)
     if report["failures"]:
         failures = Table(title="recent failures")
         for column in ("failed", "run", "job", "step", "attempts", "cause"):
@@ -350,12 +364,28 @@ def demo(question: Annotated[str, typer.Argument()] = SAMPLE_QUESTION) -> None:
     search(question, k=3, mode="hybrid", as_json=False)
 
 
+SAMPLE_DOCUMENT_EVENTS = SAMPLES_DIR / "documents-topic.jsonl"
+
+
+def dev_topic_scenario(env: dict[str, str], options: dict[str, str]) -> str:
+    """The sample topic scenario on `groundwork dev`'s local broker: declare the documents topic for the
+    UI's processes (``GROUNDWORK_DOCUMENTS_TOPIC`` in ``env``, unless already set) and publish the sample
+    document events to it once. Only here: without a broker, a declared topic would fail every run."""
+    from resources.kafka import SAMPLE_DOCUMENTS_TOPIC, publish_sample_documents
+
+    topic = env.setdefault("GROUNDWORK_DOCUMENTS_TOPIC", SAMPLE_DOCUMENTS_TOPIC)
+    sent = publish_sample_documents(env["GROUNDWORK_KAFKA_BOOTSTRAP"], options, SAMPLE_DOCUMENT_EVENTS, topic)
+    already = "" if sent else " (already published)"
+    return f"documents topic {topic!r}: {sent} sample document events published{already}"
+
+
 @app.command()
 def dev(port: Annotated[int, typer.Option()] = 3000) -> None:
     """Start the Dagster UI and daemon (`dagster dev`) on this project, storage under GROUNDWORK_HOME.
 
     Without GROUNDWORK_KAFKA_BOOTSTRAP, a local Kafka broker starts first (storage under
-    GROUNDWORK_HOME/kafka, kept between runs) and stops with the UI.
+    GROUNDWORK_HOME/kafka, kept between runs) and stops with the UI; the sample documents topic is
+    declared for the UI and its events published once (``dev_topic_scenario``).
     """
     from resources.kafka import local_broker_from_env
 
@@ -372,6 +402,7 @@ def dev(port: Annotated[int, typer.Option()] = 3000) -> None:
         else:
             env["GROUNDWORK_KAFKA_BOOTSTRAP"] = broker.bootstrap
             console.print(f"local Kafka broker on {broker.bootstrap} (storage {broker.data_dir})")
+            console.print(dev_topic_scenario(env, settings.kafka_options), soft_wrap=True)
     command = [
         sys.executable,
         "-m",
@@ -395,53 +426,50 @@ def dev(port: Annotated[int, typer.Option()] = 3000) -> None:
 @app.command()
 def produce(
     source: Annotated[
-        str, typer.Argument(help="A source of sources.yaml: its primary key keys each message")
+        str,
+        typer.Argument(
+            help="A source of sources.yaml (its primary key keys each message), or `documents` for "
+            "document events (keyed by their id)"
+        ),
     ],
     file: Annotated[Path, typer.Argument(help="A JSON Lines file, one record per line", exists=True)],
-    topic: Annotated[str, typer.Option(help="The topic (default: the source's name)")] = "",
+    topic: Annotated[
+        str, typer.Option(help="The topic (default: the source's `topic:`, else the source's name)")
+    ] = "",
 ) -> None:
     """Publish a JSON Lines file to a Kafka topic, one message per record, keyed by the source's primary key
-    (a record with `_deleted: true` is a tombstone: a null value that deletes its key)."""
-    from confluent_kafka import Producer
+    (a record with `_deleted: true` is a tombstone: a null value that deletes its key).
 
+    SOURCE `documents` publishes document events ({"id", "title", "text", "media_type", "access_groups"}),
+    keyed by their id, to GROUNDWORK_DOCUMENTS_TOPIC (else a topic named `documents`)."""
     from assets.structured.contracts import load_sources
-    from resources.kafka import client_options
+    from resources.kafka import (
+        DOCUMENT_EVENT_KEY,
+        DOCUMENTS_SOURCE,
+        BadMessageFile,
+        jsonl_messages,
+        publish,
+    )
 
     settings = get_settings()
     contracts = {c.name: c for c in load_sources(settings.sources_file)}
-    if source not in contracts:
-        raise _fail(ValueError(f"no source {source!r} in {settings.sources_file}"))
+    if source == DOCUMENTS_SOURCE:  # document events, keyed by their id
+        key_columns, topic = DOCUMENT_EVENT_KEY, topic or settings.documents_topic or DOCUMENTS_SOURCE
+    elif source in contracts:
+        key_columns, topic = contracts[source].primary_key, topic or contracts[source].topic or source
+    else:
+        raise _fail(ValueError(f"no source {source!r} in {settings.sources_file} (nor `documents`)"))
     if not settings.kafka_bootstrap:
         console.print(
             "[red]error:[/red] GROUNDWORK_KAFKA_BOOTSTRAP is not set (`groundwork dev` starts a broker)"
         )
         raise typer.Exit(2)
-    key_columns = contracts[source].primary_key
-    topic = topic or source
-    options = {"bootstrap.servers": settings.kafka_bootstrap, "enable.idempotence": True, "log_level": 0}
-    messages: list[tuple[bytes, bytes | None]] = []  # the whole file is checked before anything is sent
-    with file.open(encoding="utf-8") as lines:
-        for number, line in enumerate(lines, start=1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise _fail(ValueError(f"{file}:{number}: not JSON ({exc.msg})")) from None
-            if not isinstance(record, dict) or any(record.get(k) is None for k in key_columns):
-                raise _fail(ValueError(f"{file}:{number}: not an object with the key {key_columns}"))
-            if len(key_columns) == 1:
-                key = str(record[key_columns[0]])
-            else:
-                key = json.dumps({k: record[k] for k in key_columns})
-            deleted = str(record.get("_deleted", "")).lower() in ("true", "1", "yes")
-            messages.append((key.encode(), None if deleted else line.strip().encode()))
-    producer = Producer({**options, **client_options(settings.kafka_options)})
-    for key, value in messages:
-        producer.produce(topic, key=key, value=value)
-        producer.poll(0)
+    try:
+        messages = jsonl_messages(file, key_columns)
+    except BadMessageFile as exc:
+        raise _fail(exc) from None
     sent = len(messages)
-    left = producer.flush(60)
+    left = publish(settings.kafka_bootstrap, settings.kafka_options, topic, messages)
     if left:
         console.print(
             f"[red]error:[/red] {left} of {sent} messages not acknowledged by {settings.kafka_bootstrap}"

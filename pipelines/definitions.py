@@ -20,7 +20,7 @@ from pipelines.failures import failure_sensor
 from pipelines.jobs import adapt_job, main_job, maintenance_job, monitoring_job, validation_job
 from pipelines.schedules import daily_monitoring, nightly_maintenance, nightly_refresh, nightly_validation
 from pipelines.sensors import automation_sensor, landing_sensors
-from pipelines.worker import documents_batch_job, documents_worker_job
+from pipelines.worker import documents_batch_job, documents_worker_job, topics_batch_job
 from quality.checks import quality_checks
 from resources import Settings, build_resources, get_settings
 
@@ -40,6 +40,8 @@ def build_definitions(settings: Settings) -> Definitions:
     monitors = monitoring_checks(settings)
     worker_job = documents_worker_job(settings, [*assets, *checks])
     jobs = [validation_job(checks), monitoring_job(monitors)]
+    topics_job = topics_batch_job(settings)
+    jobs += [topics_job] if topics_job else []
     return Definitions(
         assets=[*assets, adapted_embedder, serving_audit],
         asset_checks=[*checks, *monitors],

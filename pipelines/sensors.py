@@ -125,6 +125,64 @@ def documents_worker_sensor(
     return watch
 
 
+def topics_sensor(settings: Settings) -> SensorDefinition | None:
+    """Keep up with the topic sources (None without any): when one has consumer lag, start the resident
+    worker if none is running (it then ingests every later message itself), or with
+    ``GROUNDWORK_DOCUMENTS_WORKER=false`` one run of the lagging sources' bronze (automation carries
+    silver). The run key holds bronze's checkpoint offsets, so one backlog starts one run."""
+    import hashlib
+    import json
+
+    from resources.kafka import checkpoint_offsets, topic_source_lags
+
+    sources = [c for c in load_sources(settings.sources_file) if c.topic]
+    if not sources:
+        return None
+    worker = settings.documents_worker
+    targets = {} if worker else {"asset_selection": [AssetKey(f"bronze_{c.name}") for c in sources]}
+
+    @sensor(
+        name="topics_sensor",
+        minimum_interval_seconds=SENSOR_INTERVAL_SECONDS,
+        default_status=DefaultSensorStatus.RUNNING,
+        **({"job_name": WORKER_JOB} if worker else targets),
+        description=(
+            f"When a topic source ({', '.join(c.name for c in sources)}) has messages not yet in bronze: "
+            + (f"starts the resident {WORKER_JOB} run if none is running." if worker else "ingests them.")
+        ),
+    )
+    def watch(context: SensorEvaluationContext):
+        from assets.structured.assets import current_ingest_day
+        from resources.lakehouse import Lakehouse
+
+        rows = topic_source_lags(settings, timeout=5.0)
+        behind = [r["source"] for r in rows if r["lag"] and sum(r["lag"].values())]
+        unknown = [f"{r['source']}: {r['error']}" for r in rows if r["error"]]
+        if not behind:
+            return SkipReason("no topic source has lag" + (f" ({'; '.join(unknown)})" if unknown else ""))
+        lakehouse = Lakehouse.from_settings(settings)
+        position = {
+            c.name: checkpoint_offsets(lakehouse.checkpoint_path(f"bronze_{c.name}"), c.topic)
+            for c in sources
+            if c.name in behind
+        }
+        key = hashlib.sha256(json.dumps(position, sort_keys=True).encode()).hexdigest()[:24]
+        tags = {"groundwork/topics": ",".join(behind)}
+        if worker:
+            live = live_worker_run_id(context.instance)
+            if live is not None:
+                return SkipReason(f"worker run {live} is ingesting the topics")
+            return RunRequest(run_key=f"topics-worker-{key}", job_name=WORKER_JOB, tags=tags)
+        return RunRequest(
+            run_key=f"topics-{key}",
+            asset_selection=[AssetKey(f"bronze_{name}") for name in behind],
+            partition_key=current_ingest_day(),
+            tags=tags | WRITES_TABLES_TAG,
+        )
+
+    return watch
+
+
 def landing_sensors(settings: Settings) -> list[SensorDefinition]:
     """A sensor per landing zone of ``settings``; documents either start the resident worker or one run
     per batch (``documents_worker``)."""
@@ -139,7 +197,9 @@ def landing_sensors(settings: Settings) -> list[SensorDefinition]:
         *(
             landing_sensor(landing, contract.name, partitioned=True, storage_options=options)
             for contract in load_sources(settings.sources_file)
+            if not contract.topic
         ),
+        *filter(None, [topics_sensor(settings)]),
     ]
 
 

@@ -14,6 +14,7 @@ from assets.quarantine import (
 )
 from assets.structured.contracts import load_sources
 from pipelines.failure_log import recent_failures
+from resources.kafka import topic_source_lags
 from resources.lakehouse import Lakehouse
 from resources.lancedb import LanceDBStore
 from resources.lancedb.tables import open_active
@@ -92,5 +93,6 @@ def collect_status(settings: Settings) -> dict[str, Any]:
         "tables": tables,
         "ingestion": ingestion,
         "quarantine": quarantine,
+        "topics": topic_source_lags(settings),
         "failures": recent_failures(settings, limit=5),
     }

@@ -1,5 +1,6 @@
 """The resident documents worker: a long-lived run that keeps Spark's JVM and the embedding model warm
-and carries each change of ``landing/documents/`` to the index as soon as it lands.
+and carries each change of ``landing/documents/`` to the index as soon as it lands, and each message
+published on a topic source (``topic:`` in ``sources.yaml``) into its bronze and silver tables.
 
 A run per batch pays for a process, a JVM and a model load every time (most of a minute on 2 cores);
 the worker pays once. It lists the landing zone every ``documents_worker_poll_seconds`` and, when the
@@ -8,11 +9,16 @@ per-batch run would, as a run of the ``documents_batch`` job executed in this pr
 therefore has its materializations, check results, logs and failure in Dagster like any run, tagged
 with the worker's run id. The landing sensor starts the worker when none is running
 (``GROUNDWORK_DOCUMENTS_WORKER=false`` goes back to one run per batch).
+
+Topic sources the same way: at each poll, the consumer lag of every topic source (the cluster's latest
+offsets against bronze's checkpoint, no Spark); when some have messages not yet ingested, one run of the
+``topics_batch`` job materializes their bronze and silver with their checks, in this process.
 """
 
 import time
 
 from dagster import (
+    AssetKey,
     AssetSelection,
     Config,
     DagsterRunStatus,
@@ -26,6 +32,7 @@ from dagster import (
 )
 
 from assets.landing import landing_fingerprint, list_landing
+from assets.structured.contracts import load_sources
 from pipelines.failure_log import record_failures
 from pipelines.failures import failure_rows
 from resources.definitions import RESOURCE_CLASSES
@@ -33,6 +40,7 @@ from resources.settings import Settings
 
 WORKER_JOB = "documents_worker"
 BATCH_JOB = "documents_batch"
+TOPICS_BATCH_JOB = "topics_batch"
 WORKER_TAG = "groundwork/documents_worker"
 DOCUMENT_ASSETS = ["bronze_documents", "silver_documents", "document_chunks", "chunk_embeddings"]
 # Every resource the document assets and their checks may ask for (the worker hands on its own).
@@ -61,6 +69,72 @@ documents_batch_job = define_asset_job(
 )
 
 
+def topic_assets(settings: Settings) -> list[str]:
+    """bronze and silver of every topic source of ``settings``."""
+    names = [s.name for s in load_sources(settings.sources_file) if s.topic]
+    return [f"{layer}_{name}" for name in names for layer in ("bronze", "silver")]
+
+
+def topics_batch_job(settings: Settings) -> JobDefinition | None:
+    """What the worker runs when a topic source has messages to ingest (None without topic sources)."""
+    from assets.structured.assets import INGEST_DAYS
+
+    assets = topic_assets(settings)
+    if not assets:
+        return None
+    return define_asset_job(
+        TOPICS_BATCH_JOB,
+        selection=AssetSelection.assets(*assets),
+        partitions_def=INGEST_DAYS,
+        description=(
+            "The messages published on the topic sources since the last run into bronze and silver, with "
+            f"every blocking check: what the resident {WORKER_JOB} run executes when a topic has lag."
+        ),
+    )
+
+
+def lagging_topics(context: OpExecutionContext, settings: Settings) -> list[str]:
+    """Topic sources with messages published and not yet in bronze (a cluster that does not answer is
+    logged and retried at the next poll: it never stops the worker)."""
+    from resources.kafka import OffsetsLost, source_lag
+
+    kafka, lakehouse = context.resources.kafka, context.resources.lakehouse
+    if not kafka.bootstrap:
+        return []
+    behind = []
+    for source in load_sources(settings.sources_file):
+        if not source.topic:
+            continue
+        checkpoint = lakehouse.checkpoint_path(f"bronze_{source.name}")
+        try:
+            lag = source_lag(kafka.bootstrap, kafka.options, source.topic, checkpoint, timeout=5.0)
+        except Exception as exc:  # the cluster away (the next poll tries again), or offsets lost
+            level = "error" if isinstance(exc, OffsetsLost) else "warning"
+            getattr(context.log, level)("worker: topic %s not ingested: %s", source.topic, exc)
+            continue
+        if lag and sum(lag.values()):
+            behind.append(source.name)
+    return behind
+
+
+def documents_topic_behind(context: OpExecutionContext) -> bool:
+    """Whether the documents topic (when one is configured) has events not yet in bronze_documents; a
+    cluster that does not answer is logged and asked again at the next poll."""
+    from assets.documents.assets import documents_topic_lag
+    from resources.kafka import OffsetsLost
+
+    kafka = context.resources.kafka
+    if not kafka.documents_topic or not kafka.bootstrap:
+        return False
+    try:
+        lag = documents_topic_lag(context.resources.lakehouse, kafka)
+    except Exception as exc:  # the cluster away (the next poll tries again), or offsets lost
+        level = "error" if isinstance(exc, OffsetsLost) else "warning"
+        getattr(context.log, level)("worker: documents topic %s not ingested: %s", kafka.documents_topic, exc)
+        return False
+    return bool(lag and sum(lag.values()))
+
+
 class WorkerConfig(Config):
     """``idle_exit_seconds`` > 0 ends the worker after that long without a change (0: until stopped)."""
 
@@ -87,21 +161,33 @@ def documents_worker_job(settings: Settings, definitions: list) -> JobDefinition
 
     @op(name="index_landed_documents", required_resource_keys=RESOURCE_KEYS)
     def index_landed_documents(context: OpExecutionContext, config: WorkerConfig) -> int:
-        """Poll the documents landing zone; on each change, run the document assets and their checks here."""
+        """Poll the documents landing zone, the documents topic's and the topic sources' lag; on each change,
+        run the document assets (or the lagging topics' bronze and silver) and their checks here. Returns
+        batches run."""
+        from assets.structured.assets import current_ingest_day
+
         resources = {key: getattr(context.resources, key) for key in RESOURCE_KEYS}
         # The worker's own resources, Spark and the model warm, serve every batch.
-        batch_job = Definitions(
-            assets=definitions, jobs=[documents_batch_job], resources=resources
-        ).get_job_def(BATCH_JOB)
+        topics_job = topics_batch_job(settings)
+        deployment = Definitions(
+            assets=definitions,
+            jobs=[documents_batch_job, *([topics_job] if topics_job else [])],
+            resources=resources,
+        )
+        batch_job = deployment.get_job_def(BATCH_JOB)
         root = context.resources.lakehouse.landing_path("documents")
         indexed, batches, idle_since = None, 0, time.monotonic()
+        landed = list_landing(root, context.resources.lakehouse.storage_options)
+        if landed.empty and not context.resources.lakehouse.exists("bronze_documents"):
+            indexed = landing_fingerprint(landed)  # nothing landed and nothing indexed: no batch to run
         next_daemon_check = time.monotonic() + DAEMON_CHECK_SECONDS
         poll = settings.documents_worker_poll_seconds
         context.log.info("documents worker: watching %s every %.1fs", root, poll)
         while True:
             listing = list_landing(root, context.resources.lakehouse.storage_options)
             fingerprint = landing_fingerprint(listing)
-            if fingerprint != indexed:
+            events = fingerprint == indexed and documents_topic_behind(context)
+            if fingerprint != indexed or events:
                 started = time.monotonic()
                 result = batch_job.execute_in_process(
                     instance=context.instance,
@@ -125,6 +211,34 @@ def documents_worker_job(settings: Settings, definitions: list) -> JobDefinition
                         context.log.error(
                             "documents worker: %s failed: %s", row["step_key"], row["cause"][:500]
                         )
+                    if events:  # the topic's lag stays: try once more after a pause, not in a loop
+                        time.sleep(max(poll, 5.0))
+                continue
+            behind = lagging_topics(context, settings) if topics_job else []
+            if behind:
+                started = time.monotonic()
+                selection = [f"{layer}_{name}" for name in behind for layer in ("bronze", "silver")]
+                result = deployment.get_job_def(TOPICS_BATCH_JOB).execute_in_process(
+                    instance=context.instance,
+                    partition_key=current_ingest_day(),
+                    asset_selection=[AssetKey(name) for name in selection],
+                    tags={WORKER_TAG: context.run_id, "groundwork/topics": ",".join(behind)},
+                    raise_on_error=False,
+                )
+                batches, idle_since = batches + 1, time.monotonic()
+                context.log.info(
+                    "worker: topic batch for %s (run %s) %s in %.1fs",
+                    ", ".join(behind),
+                    result.run_id,
+                    "ingested" if result.success else "failed",
+                    idle_since - started,
+                )
+                if not result.success:
+                    # Not retried in a loop either: the lag stays, so the next poll tries once more after
+                    # ``poll`` seconds; the failure is recorded like a documents batch's.
+                    rows = failure_rows(context.instance, result.run_id, WORKER_JOB, "worker batch failed")
+                    record_failures(settings, rows)
+                    time.sleep(max(poll, 5.0))
                 continue
             if config.idle_exit_seconds and time.monotonic() - idle_since >= config.idle_exit_seconds:
                 context.log.info("documents worker: idle for %.0fs, stopping", config.idle_exit_seconds)

@@ -230,17 +230,30 @@ def _table(table: str, suite: Callable[[], list]) -> Loader:
 
 
 def _bronze_source(contract: SourceContract) -> Loader:
-    """Bronze records with the primary key pulled out of the landed record (a map of strings)."""
+    """Bronze records with the primary key pulled out of the landed record (a map of strings). A topic's
+    message whose value could not be read still has its key: the message key, for a one-column key."""
+    message_key = bool(contract.topic) and len(contract.primary_key) == 1
 
     def load(spark: Spark, lakehouse: Lakehouse, _, quality: Quality) -> tuple[Frame, list]:
         name = f"bronze_{contract.name}"
+        extra = ["_key"] if message_key else []
         if lakehouse.row_count(name) <= quality.pandas_max_rows:
-            landed = lakehouse.read_arrow(name, ["_source_file", "_line", "record"])
-            keys = {k: pc.map_lookup(landed["record"], k, "first").to_pandas() for k in contract.primary_key}
-            rows = landed.drop_columns(["record"]).to_pandas().assign(**keys)
+            landed = lakehouse.read_arrow(name, [*contract.provenance, *extra, "record"])
+            keys = {k: pc.map_lookup(landed["record"], k, "first") for k in contract.primary_key}
+            if message_key:
+                keys = {k: pc.coalesce(v, landed["_key"]) for k, v in keys.items()}
+            rows = (
+                landed.drop_columns(["record", *extra])
+                .to_pandas()
+                .assign(**{k: v.to_pandas() for k, v in keys.items()})
+            )
         else:
-            keys = [F.col("record").getItem(k).alias(k) for k in contract.primary_key]
-            rows = lakehouse.read(spark.session(), name).select("_source_file", "_line", *keys)
+            keys = [F.col("record").getItem(k) for k in contract.primary_key]
+            if message_key:
+                keys = [F.coalesce(k, F.col("_key")) for k in keys]
+            rows = lakehouse.read(spark.session(), name).select(
+                *contract.provenance, *(k.alias(n) for k, n in zip(keys, contract.primary_key, strict=True))
+            )
         return rows, suites.bronze_source_suite(contract)
 
     return load

@@ -90,7 +90,7 @@ def embedding_frame(table) -> pd.DataFrame:
 def bronze_source_suite(contract: SourceContract) -> list[gxe.Expectation]:
     """Over bronze records with the primary key pulled out of the landed record."""
     return [
-        gxe.ExpectColumnValuesToNotBeNull(column="_source_file"),
+        gxe.ExpectColumnValuesToNotBeNull(column=contract.provenance[0]),  # the file, or the topic
         *(
             gxe.ExpectColumnValuesToNotBeNull(column=key, mostly=BRONZE_KEY_COMPLETENESS)
             for key in contract.primary_key

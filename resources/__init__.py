@@ -15,6 +15,7 @@ from typing import Any
 _DAGSTER_NAMES = [
     "EmbedderResource",
     "EvaluationResource",
+    "KafkaResource",
     "LakehouseResource",
     "LanceDBResource",
     "MLflowResource",

@@ -7,12 +7,14 @@ built from the same settings by the same ``from_settings``.
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from dagster import ConfigurableResource, EnvVar
 
 from resources.embedder import Embedder
 from resources.evaluation import Evaluation
+from resources.kafka import Kafka
 from resources.lakehouse import Lakehouse
 from resources.lancedb import LanceDBStore
 from resources.monitoring import Monitoring
@@ -68,6 +70,20 @@ class MonitoringResource(ConfigurableResource, Monitoring):
     """The monitoring tables, reports and the drift and trend thresholds."""
 
 
+class KafkaResource(ConfigurableResource, Kafka):
+    """The Kafka cluster of the topic sources: bootstrap servers and client options (SASL, TLS)."""
+
+    @classmethod
+    def passed_options(cls, s: Settings) -> str:
+        """Options set in the environment are passed as a reference to ``GROUNDWORK_KAFKA_OPTIONS``, which
+        Dagster resolves when a run starts, so a SASL password never shows in the UI's resource config."""
+        return (
+            EnvVar(env_var("kafka_options"))
+            if os.environ.get(env_var("kafka_options"))
+            else super().passed_options(s)
+        )
+
+
 class RetriesResource(ConfigurableResource, Retries):
     """How often, and after what backoff, a step retries a transient engine failure."""
 
@@ -83,6 +99,7 @@ RESOURCE_CLASSES: dict[str, type] = {
     "evaluation": EvaluationResource,
     "retries": RetriesResource,
     "monitoring": MonitoringResource,
+    "kafka": KafkaResource,
 }
 
 

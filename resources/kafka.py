@@ -10,6 +10,7 @@ passed to Spark's Kafka source (as ``kafka.<option>``) and to the Python clients
 from __future__ import annotations
 
 import base64
+import json
 import os
 import signal
 import socket
@@ -18,6 +19,12 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+from pydantic import BaseModel
+
+if TYPE_CHECKING:
+    from resources.settings import Settings
 
 BROKER_JARS_HINT = "run `make setup` (it fetches the Kafka broker's jars into the jar cache)"
 SPARK_JARS_HINT = "run `make setup` (it fetches Spark's Kafka connector into the jar cache)"
@@ -230,6 +237,74 @@ def local_broker_from_env(home: Path, jars_dir: Path | str) -> LocalBroker | Non
     return LocalBroker(Path(home) / "kafka", jars_dir)
 
 
+def checkpoint_offsets(checkpoint: str, topic: str) -> dict[int, int]:
+    """The next offset per partition of ``topic`` that a Structured Streaming checkpoint (a local folder)
+    records as planned: the last file of ``offsets/``, whose last line is the Kafka source's offsets."""
+    folder = Path(checkpoint) / "offsets"
+    batches = sorted((int(p.name) for p in folder.glob("*") if p.name.isdigit()), reverse=True)
+    for batch in batches:
+        lines = (folder / str(batch)).read_text().strip().splitlines()
+        for line in reversed(lines):
+            try:
+                value = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if isinstance(value, dict) and topic in value:
+                return {int(p): int(o) for p, o in value[topic].items()}
+    return {}
+
+
+def source_lag(
+    bootstrap: str, options: dict[str, str], topic: str, checkpoint: str, timeout: float = 10.0
+) -> dict[int, int] | None:
+    """Per partition: the latest offset of ``topic`` minus the next one its bronze checkpoint will read.
+    None when the topic does not exist (yet): nothing was published to it. Raises ``OffsetsLost`` when
+    the checkpoint's next offsets are no longer stored (a lag of 0 must never hide a recreated topic)."""
+    processed = checkpoint_offsets(checkpoint, topic)
+    try:
+        marks = watermarks(bootstrap, topic, options, timeout)
+    except UnknownTopic:
+        if processed:
+            raise OffsetsLost(
+                f"Kafka topic {topic!r} no longer exists; its bronze had processed offsets {processed}"
+            ) from None
+        return None
+    check_offsets_available(topic, marks, processed)
+    return consumer_lag(marks, processed)
+
+
+def topic_source_lags(settings: Settings, timeout: float = 2.0) -> list[dict]:
+    """For `groundwork status` and /metrics: per topic source, its lag per partition, or why it is not
+    known (no cluster configured, the cluster not answering within ``timeout``). Starts no JVM."""
+    from assets.structured.contracts import load_sources
+    from resources.lakehouse import Lakehouse
+
+    if not Path(settings.sources_file).is_file():
+        return []
+    sources = [s for s in load_sources(settings.sources_file) if s.topic]
+    lakehouse = Lakehouse.from_settings(settings) if sources else None
+    rows = []
+    for source in sources:
+        row: dict = {"source": source.name, "topic": source.topic, "lag": None, "error": None}
+        if not settings.kafka_bootstrap:
+            row["error"] = NO_CLUSTER_HINT
+        else:
+            checkpoint = lakehouse.checkpoint_path(f"bronze_{source.name}")
+            try:
+                lag = source_lag(
+                    settings.kafka_bootstrap, settings.kafka_options, source.topic, checkpoint, timeout
+                )
+                row["lag"] = lag or {}
+            except Exception as exc:  # a cluster that does not answer: say so, never hang the caller
+                row["error"] = f"{type(exc).__name__}: {exc}"
+        rows.append(row)
+    return rows
+
+
+class UnknownTopic(RuntimeError):
+    """The cluster has no such topic."""
+
+
 class OffsetsLost(RuntimeError):
     """Messages a consumer has not processed are gone from the topic (retention passed, topic recreated)."""
 
@@ -250,7 +325,13 @@ def watermarks(
         }
     )
     try:
-        metadata = consumer.list_topics(topic, timeout=timeout).topics[topic]
+        from confluent_kafka import KafkaError
+
+        metadata = consumer.list_topics(topic, timeout=timeout).topics.get(topic)
+        if metadata is None or (
+            metadata.error is not None and metadata.error.code() == KafkaError.UNKNOWN_TOPIC_OR_PART
+        ):
+            raise UnknownTopic(f"Kafka topic {topic!r} does not exist")
         if metadata.error is not None:
             raise RuntimeError(f"Kafka topic {topic!r}: {metadata.error.str()}")
         return {
@@ -288,3 +369,113 @@ def check_offsets_available(topic: str, marks: dict[int, tuple[int, int]], proce
             )
     if lost:
         raise OffsetsLost(f"Kafka topic {topic!r} lost messages not yet ingested: " + "; ".join(lost))
+
+
+NO_CLUSTER_HINT = (
+    "no Kafka cluster for the topic sources: set GROUNDWORK_KAFKA_BOOTSTRAP, or run `groundwork dev` "
+    "(it starts a local broker)"
+)
+
+
+class Kafka(BaseModel):
+    """The cluster the topic sources read: bootstrap servers and client options (a JSON object).
+
+    ``options_json`` is a string so that, when the options come from ``GROUNDWORK_KAFKA_OPTIONS``, the
+    Dagster resource is given a reference to that variable rather than its value (it may hold a password).
+    """
+
+    bootstrap: str = ""
+    options_json: str = "{}"
+    # Messages per micro-batch: bounds the memory of one batch and the work a crash repeats.
+    max_offsets_per_batch: int = 10_000
+    # The topic of document events into bronze_documents ("" for none).
+    documents_topic: str = ""
+
+    @classmethod
+    def from_settings(cls, s: Settings):
+        return cls(
+            bootstrap=s.kafka_bootstrap,
+            options_json=cls.passed_options(s),
+            max_offsets_per_batch=s.kafka_max_offsets_per_batch,
+            documents_topic=s.documents_topic,
+        )
+
+    @classmethod
+    def passed_options(cls, s: Settings) -> str:
+        return json.dumps(s.kafka_options)
+
+    @property
+    def options(self) -> dict[str, str]:
+        return json.loads(self.options_json or "{}")
+
+    def require_bootstrap(self) -> str:
+        if not self.bootstrap:
+            raise RuntimeError(NO_CLUSTER_HINT)
+        return self.bootstrap
+
+
+# `groundwork produce documents FILE`: document events are keyed by their id (assets/documents/topics.py).
+DOCUMENTS_SOURCE, DOCUMENT_EVENT_KEY = "documents", ["id"]
+# The sample scenario `groundwork dev` publishes to its local broker (data/samples/README.md).
+SAMPLE_DOCUMENTS_TOPIC = "groundwork.samples.documents"
+
+
+class BadMessageFile(ValueError):
+    """A file that cannot be published as it is; the message names the file and line."""
+
+
+def jsonl_messages(file: Path, key_columns: list[str]) -> list[tuple[bytes, bytes | None]]:
+    """A JSON Lines file as (key, value) messages keyed by ``key_columns``; a record with ``_deleted: true``
+    is a tombstone. The whole file is checked first, so a bad line publishes nothing."""
+    messages: list[tuple[bytes, bytes | None]] = []
+    with Path(file).open(encoding="utf-8") as lines:
+        for number, line in enumerate(lines, start=1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise BadMessageFile(f"{file}:{number}: not JSON ({exc.msg})") from None
+            if not isinstance(record, dict) or any(record.get(k) is None for k in key_columns):
+                raise BadMessageFile(f"{file}:{number}: not an object with the key {key_columns}")
+            if len(key_columns) == 1:
+                key = str(record[key_columns[0]])
+            else:
+                key = json.dumps({k: record[k] for k in key_columns})
+            deleted = str(record.get("_deleted", "")).lower() in ("true", "1", "yes")
+            messages.append((key.encode(), None if deleted else line.strip().encode()))
+    return messages
+
+
+def publish(
+    bootstrap: str, options: dict[str, str], topic: str, messages: list[tuple[bytes, bytes | None]]
+) -> int:
+    """Send ``messages`` with an idempotent producer; returns how many were not acknowledged (0: all)."""
+    from confluent_kafka import Producer
+
+    config = {"bootstrap.servers": bootstrap, "enable.idempotence": True, "log_level": 0}
+    producer = Producer({**config, **client_options(options)})
+    for key, value in messages:
+        producer.produce(topic, key=key, value=value)
+        producer.poll(0)
+    return producer.flush(60)
+
+
+def publish_sample_documents(
+    bootstrap: str, options: dict[str, str], file: Path, topic: str = SAMPLE_DOCUMENTS_TOPIC
+) -> int:
+    """Publish the sample document events to ``topic`` once: a topic that already holds messages (the
+    local broker keeps its storage between `groundwork dev` sessions) is left as it is. Returns the number
+    published."""
+    try:
+        if any(high > low for low, high in watermarks(bootstrap, topic, options).values()):
+            return 0
+    except UnknownTopic:
+        pass
+    messages = jsonl_messages(file, DOCUMENT_EVENT_KEY)
+    left = publish(bootstrap, options, topic, messages)
+    if left:
+        raise RuntimeError(
+            f"{left} of {len(messages)} sample document events not acknowledged by {bootstrap}"
+        )
+    return len(messages)

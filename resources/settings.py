@@ -512,6 +512,20 @@ class Settings(BaseSettings):
         "environment of the process, never in the UI.",
     )
 
+    documents_topic: str = Field(
+        "",
+        pattern=r"^([A-Za-z0-9._-]{1,249})?$",
+        description="A Kafka topic of document events (upserts and deletes, docs/streams.md) that flows "
+        "into `bronze_documents` beside `landing/documents/`, so a CMS can push its changes; unset, "
+        "none. Set, it needs the cluster (`kafka_bootstrap`): without one, `bronze_documents` fails.",
+    )
+    kafka_max_offsets_per_batch: int = Field(
+        10_000,
+        ge=1,
+        description="Messages per micro-batch of a topic source's bronze: bounds the memory of one batch "
+        "and the work a crash repeats.",
+    )
+
     # Privacy.
     pii_key: SecretStr | None = Field(
         None,

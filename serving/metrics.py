@@ -133,3 +133,25 @@ class BreakerCollector:
             opened.add_metric([name], breaker.opened)
         yield state
         yield opened
+
+
+class ConsumerLagCollector:
+    """Exports each topic source's consumer lag per partition (messages published, not yet in bronze),
+    read from the cluster and the bronze checkpoint at scrape time; a source whose lag cannot be read
+    (the cluster not answering) has no sample, and ``groundwork status`` says why."""
+
+    def __init__(self, settings):
+        self.settings = settings
+
+    def collect(self):
+        from resources.kafka import topic_source_lags
+
+        family = GaugeMetricFamily(
+            "groundwork_kafka_consumer_lag",
+            "Messages of a topic source published and not yet ingested, per partition",
+            labels=["source", "topic", "partition"],
+        )
+        for row in topic_source_lags(self.settings):
+            for partition, lag in sorted((row["lag"] or {}).items()):
+                family.add_metric([row["source"], row["topic"], str(partition)], lag)
+        yield family

@@ -27,7 +27,7 @@ from serving.grounding import NO_ANSWER, ground, relevant
 from serving.keys import Caller, KeyStore
 from serving.limits import KeyLimits, LimitExceeded
 from serving.llm import render_sources
-from serving.metrics import BreakerCollector, FilterPlanCollector, Metrics
+from serving.metrics import BreakerCollector, ConsumerLagCollector, FilterPlanCollector, Metrics
 from serving.schemas import (
     AnswerRequest,
     AnswerResponse,
@@ -111,6 +111,7 @@ class Service:
         self.metrics.audit_written.set_function(lambda: self.audit.written)
         self.metrics.audit_dropped.set_function(lambda: self.audit.dropped + self.audit.failed)
         self.metrics.registry.register(FilterPlanCollector(lambda: self._searcher))
+        self.metrics.registry.register(ConsumerLagCollector(settings))
         self.batcher = QueryBatcher(
             max_batch=settings.serve_batch_max_size,
             window_s=settings.serve_batch_window_ms / 1000,

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from confluent_kafka import Consumer, Producer
 
-from resources.kafka import LocalBroker, client_options, spark_options
+from resources.kafka import SAMPLE_DOCUMENTS_TOPIC, LocalBroker, client_options, spark_options
 from resources.settings import Settings
 
 
@@ -138,12 +138,17 @@ def test_dev_starts_a_local_broker_for_the_ui_and_stops_it_after(tmp_path, monke
         seen["bootstrap"] = env["GROUNDWORK_KAFKA_BOOTSTRAP"]
         wait_until_answers(seen["bootstrap"], timeout=10)  # raises unless the broker answers now
         produce(seen["bootstrap"], "dev-topic", [(b"k", b"v")])
+        # The sample topic scenario: declared for the UI's processes, its events already published.
+        seen["topic"] = env["GROUNDWORK_DOCUMENTS_TOPIC"]
+        seen["events"] = consume_all(seen["bootstrap"], seen["topic"], 5, timeout=10)
         return 0
 
     monkeypatch.setattr(cli.subprocess, "call", ui)
     result = CliRunner().invoke(cli.app, ["dev"])
     assert result.exit_code == 0, result.output
     assert seen["bootstrap"].startswith("127.0.0.1:")
+    assert seen["topic"] == SAMPLE_DOCUMENTS_TOPIC and len(seen["events"]) == 5
+    assert "5 sample document events published" in " ".join(result.output.split())
     assert (tmp_path / "home" / "kafka" / "logs" / "meta.properties").exists()
     with pytest.raises(Exception, match="no Kafka broker answered"):
         wait_until_answers(seen["bootstrap"], timeout=3)
@@ -156,10 +161,12 @@ def test_dev_leaves_an_external_cluster_alone(tmp_path, monkeypatch):
 
     monkeypatch.setenv("GROUNDWORK_HOME", str(tmp_path / "home"))
     monkeypatch.setenv("GROUNDWORK_KAFKA_BOOTSTRAP", "kafka-1:9093")
+    monkeypatch.delenv("GROUNDWORK_DOCUMENTS_TOPIC", raising=False)
     seen = {}
     monkeypatch.setattr(cli.subprocess, "call", lambda command, cwd, env: seen.update(env) or 0)
     assert CliRunner().invoke(cli.app, ["dev"]).exit_code == 0
     assert seen["GROUNDWORK_KAFKA_BOOTSTRAP"] == "kafka-1:9093"
+    assert "GROUNDWORK_DOCUMENTS_TOPIC" not in seen  # the sample scenario is the local broker's only
     assert not (tmp_path / "home" / "kafka").exists()
 
 
@@ -238,7 +245,7 @@ def test_lag_and_lost_ranges_from_a_real_streaming_checkpoint(kafka_broker, spar
     from confluent_kafka.admin import AdminClient, NewTopic
 
     from assets.structured.topics import checkpoint_offsets
-    from resources.kafka import OffsetsLost, check_offsets_available, consumer_lag, watermarks
+    from resources.kafka import OffsetsLost, check_offsets_available, consumer_lag, source_lag, watermarks
 
     topic = f"lag-{uuid.uuid4().hex[:8]}"
     admin = AdminClient({"bootstrap.servers": kafka_broker.bootstrap})
@@ -293,6 +300,9 @@ def test_lag_and_lost_ranges_from_a_real_streaming_checkpoint(kafka_broker, spar
     recreated = r"partition 1: offsets up to 2 were processed but the topic now ends at -1"
     with pytest.raises(OffsetsLost, match=recreated):
         check_offsets_available(topic, marks, processed)
+    # The lag the worker, status and bronze read never shows 0 for it: it names the loss too.
+    with pytest.raises(OffsetsLost, match=recreated):
+        source_lag(kafka_broker.bootstrap, {}, topic, str(checkpoint))
 
 
 def test_produce_publishes_a_file_keyed_by_the_sources_primary_key(kafka_broker, tmp_path, monkeypatch):
@@ -424,3 +434,326 @@ def test_the_broker_stopped_and_restarted_mid_stream_loses_and_repeats_nothing(k
         ingest_topic(spark, lakehouse, contract, topic, kafka_broker.bootstrap, {}, "r2", "2026-12-04", 1)
     offsets = sorted(r._offset for r in lakehouse.read(spark, "bronze_events").collect())
     assert offsets == list(range(6))
+
+
+# ---- Topic sources declared in sources.yaml: bronze and silver as Dagster assets ---------------------
+
+ORDERS_SOURCE = """
+sources:
+  - name: orders
+    topic: {topic}
+    primary_key: [order_id]
+    event_time: updated_at
+    description: Web-shop orders, as the shop publishes them.
+    columns:
+      - {{name: order_id, type: string, required: true}}
+      - {{name: amount, type: double, required: true, min: 0}}
+      - {{name: status, type: string, allowed: [new, paid]}}
+      - {{name: email, type: string, pii: token}}
+      - {{name: updated_at, type: timestamp, required: true}}
+"""
+
+
+def order(order_id: str, updated_at: str, amount: float = 10.0, **extra) -> bytes:
+    record = {"order_id": order_id, "amount": amount, "status": "new", "updated_at": updated_at, **extra}
+    return json.dumps(record).encode()
+
+
+@pytest.fixture
+def topic_home(kafka_broker, tmp_path):
+    """A home whose sources.yaml declares one topic source, ``orders``, on a fresh topic."""
+    from tests.conftest import make_settings
+
+    topic = f"orders-{uuid.uuid4().hex[:8]}"
+    sources = tmp_path / "sources.yaml"
+    sources.write_text(ORDERS_SOURCE.format(topic=topic))
+    settings = make_settings(tmp_path / "home", sources_file=sources, kafka_bootstrap=kafka_broker.bootstrap)
+    return settings, topic
+
+
+def test_a_topic_source_flows_through_bronze_and_the_same_silver_merge(topic_home, kafka_broker, spark):
+    from dagster import DagsterInstance
+
+    from assets.quarantine import INGESTION_RUNS_TABLE
+    from resources.lakehouse import Lakehouse
+    from tests.conftest import materialized, run_all
+
+    settings, topic = topic_home
+    lakehouse = Lakehouse.from_settings(settings)
+    producer = Producer({"bootstrap.servers": kafka_broker.bootstrap, "message.max.bytes": 2_000_000})
+    sent = [
+        (b"o1", order("o1", "2026-12-01 10:00:00")),
+        (b"o2", order("o2", "2026-12-01 10:00:00")),
+        (b"o1", order("o1", "2026-12-01 11:00:00", amount=12.0, email="ada@example.com")),  # later: wins
+        (b"o3", b'{"order_id": "o3", '),  # invalid JSON
+        (b"o4", order("o4", "2026-12-01 10:00:00", amount=-1)),  # breaks the contract (min 0)
+        (b"o5", order("o5", "2026-12-01 10:00:00", coupon="XMAS")),  # unknown field, drift policy reject
+        (None, order("o6", "2026-12-01 10:00:00")),  # no key
+        (b"o7", order("o7", "2026-12-01 10:00:00", note="x" * 1_000_001)),  # over 1 MB
+    ]
+    # Enough good messages that the bronze gate (90% of records with a key) passes with 2 keyless ones.
+    sent += [(f"f{i}".encode(), order(f"f{i}", "2026-12-01 10:00:00")) for i in range(12)]
+    for key, value in sent:
+        producer.produce(topic, key=key, value=value)
+    assert producer.flush(30) == 0
+
+    selection = ["bronze_orders", "silver_orders"]
+    with DagsterInstance.ephemeral() as instance:
+        first = materialized(run_all(settings, instance, selection=selection))
+        assert first["bronze_orders"]["messages_ingested"] == 20
+        assert first["bronze_orders"]["consumer_lag"] == {f"{topic}/0": 0}
+        assert first["silver_orders"]["records_landed"] == 20  # offsets consumed ...
+        assert first["silver_orders"]["records_accepted"] == 14  # ... = accepted
+        assert first["silver_orders"]["records_quarantined"] == 5  # + quarantined
+        assert first["silver_orders"]["records_duplicates"] == 1  # + duplicates (o1's first version)
+
+        silver = {r.order_id: r for r in lakehouse.read(spark, "silver_orders").collect()}
+        assert set(silver) == {"o1", "o2", *(f"f{i}" for i in range(12))}
+        assert silver["o1"].amount == 12.0 and (silver["o1"]._partition, silver["o1"]._offset) == (0, 2)
+        assert silver["o1"]._topic == topic and "_source_file" not in silver["o1"].asDict()
+        assert silver["o1"].email and "ada@" not in silver["o1"].email  # PII tokenised as for files
+        quarantined = lakehouse.read(spark, "quarantine_bronze").unionByName(
+            lakehouse.read(spark, "quarantine_silver")
+        )
+        reasons = {r.line: r for r in quarantined.collect()}
+        assert sorted(reasons) == [3, 4, 5, 6, 7]  # the offsets
+        assert {r.source_file for r in reasons.values()} == {f"kafka:{topic}/0"}
+        assert reasons[3].reason.startswith("invalid JSON")
+        assert "below the minimum" in reasons[4].reason
+        assert "unexpected column(s) coupon" in reasons[5].reason
+        assert reasons[6].reason.startswith("message has no key")
+        assert "1,000,000-byte limit" in reasons[7].reason
+
+        # A tombstone deletes its key; an older version arriving late loses to silver's newer one.
+        produce(
+            kafka_broker.bootstrap,
+            topic,
+            [
+                (b"o2", None),
+                (b"o1", order("o1", "2026-12-01 09:00:00", amount=1.0)),
+                (b"o8", order("o8", "2026-12-02 10:00:00")),
+            ],
+        )
+        second = materialized(run_all(settings, instance, selection=selection))
+        assert second["bronze_orders"]["messages_ingested"] == 3
+        counts = {k: second["silver_orders"][f"records_{k}"] for k in ("landed", "accepted", "duplicates")}
+        assert counts == {"landed": 3, "accepted": 2, "duplicates": 1}
+        assert second["silver_orders"]["records_deleted"] == 1
+        silver = {r.order_id: r for r in lakehouse.read(spark, "silver_orders").collect()}
+        assert "o2" not in silver and "o8" in silver and silver["o1"].amount == 12.0
+        runs = lakehouse.read_arrow(INGESTION_RUNS_TABLE).to_pandas()
+        assert sorted(runs.landed) == [3, 20] and set(runs.source) == {"orders"}
+
+        third = materialized(run_all(settings, instance, selection=selection))  # nothing new
+        assert third["bronze_orders"]["messages_ingested"] == 0
+        assert lakehouse.row_count("bronze_orders") == 23
+
+
+def test_consumer_lag_per_partition_in_status_and_metrics(topic_home, kafka_broker, monkeypatch):
+    """Lag = latest offset minus what bronze has ingested, per partition, read without Spark: in
+    `groundwork status` and as a /metrics gauge; a cluster that does not answer is named, not waited on."""
+    from prometheus_client import CollectorRegistry, generate_latest
+    from typer.testing import CliRunner
+
+    import pipelines.cli as cli
+    from resources.kafka import topic_source_lags
+    from serving.metrics import ConsumerLagCollector
+
+    settings, topic = topic_home
+    assert topic_source_lags(settings) == [
+        {"source": "orders", "topic": topic, "lag": {}, "error": None}  # no such topic yet: no partitions
+    ]
+    records = settings.home / "orders.jsonl"
+    records.parent.mkdir(parents=True, exist_ok=True)
+    records.write_text("".join(json.dumps({"order_id": f"o{i}"}) + "\n" for i in range(3)))
+    monkeypatch.setenv("GROUNDWORK_SOURCES_FILE", str(settings.sources_file))
+    monkeypatch.setenv("GROUNDWORK_KAFKA_BOOTSTRAP", kafka_broker.bootstrap)
+    published = CliRunner().invoke(cli.app, ["produce", "orders", str(records)])  # to the source's topic:
+    assert published.exit_code == 0 and repr(topic) in published.output, published.output
+    assert topic_source_lags(settings)[0]["lag"] == {0: 3}  # nothing ingested: all 3 are lag
+
+    registry = CollectorRegistry()
+    registry.register(ConsumerLagCollector(settings))
+    exported = generate_latest(registry).decode()
+    assert f'groundwork_kafka_consumer_lag{{partition="0",source="orders",topic="{topic}"}} 3.0' in exported
+
+    monkeypatch.setattr(cli, "get_settings", lambda: settings)
+    result = CliRunner().invoke(cli.app, ["status", "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output)["topics"] == [
+        {"source": "orders", "topic": topic, "lag": {"0": 3}, "error": None}
+    ]
+
+    away = settings.model_copy(update={"kafka_bootstrap": "127.0.0.1:1"})
+    started = time.monotonic()
+    [row] = topic_source_lags(away, timeout=1.0)
+    assert row["lag"] is None and row["error"] and time.monotonic() - started < 10
+    assert (
+        "GROUNDWORK_KAFKA_BOOTSTRAP"
+        in topic_source_lags(away.model_copy(update={"kafka_bootstrap": ""}))[0]["error"]
+    )
+
+
+def test_a_source_is_a_file_or_a_topic():
+    from pydantic import ValidationError
+
+    from assets.structured.contracts import SourceContract
+
+    columns = [{"name": "order_id"}]
+    topic = SourceContract(name="orders", topic="shop.orders", primary_key=["order_id"], columns=columns)
+    assert topic.format == "jsonl" and topic.provenance == ["_topic", "_partition", "_offset"]
+    file = SourceContract(name="orders", format="csv", primary_key=["order_id"], columns=columns)
+    assert file.topic is None and file.provenance == ["_source_file", "_line"]
+    with pytest.raises(ValidationError, match="declare a file format"):
+        SourceContract(name="orders", primary_key=["order_id"], columns=columns)
+    with pytest.raises(ValidationError, match="cannot apply"):
+        SourceContract(name="orders", format="csv", topic="t", primary_key=["order_id"], columns=columns)
+
+
+def test_the_worker_keeps_up_with_a_topic_source(topic_home, kafka_broker, spark, monkeypatch):
+    """The sensor starts the resident worker when a topic has lag; the worker ingests each backlog into
+    bronze and silver in its own run, and a message published while it runs arrives without a new start."""
+    import threading
+
+    from dagster import DagsterInstance, RunRequest, SkipReason, build_sensor_context
+
+    from pipelines.definitions import build_definitions
+    from pipelines.worker import TOPICS_BATCH_JOB, WORKER_JOB, WORKER_TAG
+    from resources.lakehouse import Lakehouse
+    from resources.settings import get_settings
+
+    configured, topic = topic_home
+    for name, value in {
+        "HOME": configured.home,
+        "SOURCES_FILE": configured.sources_file,
+        "KAFKA_BOOTSTRAP": kafka_broker.bootstrap,
+        "SPARK_MASTER": configured.spark_master,
+        "SPARK_SHUFFLE_PARTITIONS": configured.spark_shuffle_partitions,
+        "DOCUMENTS_WORKER_POLL_SECONDS": 0.5,
+    }.items():
+        monkeypatch.setenv(f"GROUNDWORK_{name}", str(value))
+    settings = get_settings()
+    defs = build_definitions(settings)
+    sensor = next(s for s in defs.sensors if s.name == "topics_sensor")
+    assert not any(s.name == "orders_landing_sensor" for s in defs.sensors), "a topic has no landing zone"
+    lakehouse = Lakehouse.from_settings(settings)
+
+    def silver_keys() -> set[str]:
+        if not lakehouse.exists("silver_orders"):
+            return set()
+        return set(lakehouse.read_arrow("silver_orders", ["order_id"])["order_id"].to_pylist())
+
+    with DagsterInstance.ephemeral() as instance:
+        assert isinstance(sensor(build_sensor_context(instance=instance, definitions=defs)), SkipReason)
+        produce(
+            kafka_broker.bootstrap,
+            topic,
+            [(f"o{i}".encode(), order(f"o{i}", "2026-12-01 10:00")) for i in range(3)],
+        )
+        request = sensor(build_sensor_context(instance=instance, definitions=defs))
+        assert isinstance(request, RunRequest) and request.job_name == WORKER_JOB
+
+        def publish_while_running() -> None:  # after the worker's first batch
+            deadline = time.monotonic() + 300
+            while silver_keys() != {"o0", "o1", "o2"} and time.monotonic() < deadline:
+                time.sleep(0.3)
+            produce(kafka_broker.bootstrap, topic, [(b"o1", None), (b"o3", order("o3", "2026-12-01 10:00"))])
+
+        publisher = threading.Thread(target=publish_while_running, daemon=True)
+        publisher.start()
+        result = defs.get_job_def(WORKER_JOB).execute_in_process(
+            instance=instance,
+            run_config={"ops": {"index_landed_documents": {"config": {"idle_exit_seconds": 6}}}},
+        )
+        publisher.join(timeout=5)
+        assert result.success
+        assert result.output_for_node("index_landed_documents") == 2, "one batch per backlog"
+        batches = [
+            r for r in instance.get_run_records() if r.dagster_run.tags.get(WORKER_TAG) == result.run_id
+        ]
+        assert {r.dagster_run.job_name for r in batches} == {TOPICS_BATCH_JOB}
+        assert all(r.dagster_run.status.value == "SUCCESS" for r in batches) and len(batches) == 2
+    assert silver_keys() == {"o0", "o2", "o3"}
+    assert sorted(lakehouse.read_arrow("bronze_orders", ["_offset"])["_offset"].to_pylist()) == list(range(5))
+
+
+def test_a_consuming_run_killed_mid_batch_and_rerun_takes_each_message_once(topic_home, kafka_broker, spark):
+    """`groundwork run` SIGKILLed (with its JVM) while it streams a topic in batches of 2, then run again:
+    every offset is in bronze exactly once and every key in silver."""
+    import signal
+    import subprocess
+
+    from tests.conftest import groundwork_command, groundwork_env, run_all
+
+    settings, topic = topic_home
+    settings = settings.model_copy(update={"kafka_max_offsets_per_batch": 2})
+    produce(
+        kafka_broker.bootstrap,
+        topic,
+        [(f"o{i:02}".encode(), order(f"o{i:02}", "2026-12-01 10:00")) for i in range(12)],
+    )
+    env = {
+        "GROUNDWORK_SOURCES_FILE": str(settings.sources_file),
+        "GROUNDWORK_KAFKA_BOOTSTRAP": kafka_broker.bootstrap,
+        "GROUNDWORK_KAFKA_MAX_OFFSETS_PER_BATCH": "2",
+        "GROUNDWORK_SPARK_SHUFFLE_PARTITIONS": "2",
+    }
+    run = subprocess.Popen(
+        groundwork_command("run", "--select", "bronze_orders", "--select", "silver_orders"),
+        env=groundwork_env(settings.home, **env),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,  # its own process group: the kill takes the JVM with it
+    )
+    commits = Path(settings.checkpoint_uri) / "bronze_orders" / "commits"
+    try:
+        deadline = time.monotonic() + 300
+        while not any(commits.glob("[0-9]*")) and run.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        os.killpg(run.pid, signal.SIGKILL)
+        run.wait(30)
+    done = len(list(commits.glob("[0-9]*")))
+    assert 1 <= done < 6, f"the kill came after {done} of 6 batches: not mid-stream"
+
+    result = run_all(settings, selection=["bronze_orders", "silver_orders"])
+    assert result.success
+    offsets = lakehouse_offsets(settings, spark)
+    assert offsets == list(range(12)), "each message exactly once in bronze"
+    silver = {
+        r.order_id for r in spark.read.format("delta").load(f"{settings.delta_uri}/silver_orders").collect()
+    }
+    assert silver == {f"o{i:02}" for i in range(12)}
+
+
+def lakehouse_offsets(settings, spark) -> list[int]:
+    bronze = spark.read.format("delta").load(f"{settings.delta_uri}/bronze_orders")
+    return sorted(r._offset for r in bronze.select("_offset").collect())
+
+
+def test_without_the_worker_the_topics_sensor_runs_bronze_once_per_backlog(
+    topic_home, kafka_broker, monkeypatch
+):
+    from dagster import DagsterInstance, RunRequest, SkipReason, build_sensor_context
+
+    from assets.structured.assets import current_ingest_day
+    from pipelines.definitions import build_definitions
+    from resources.settings import get_settings
+
+    configured, topic = topic_home
+    monkeypatch.setenv("GROUNDWORK_HOME", str(configured.home))
+    monkeypatch.setenv("GROUNDWORK_SOURCES_FILE", str(configured.sources_file))
+    monkeypatch.setenv("GROUNDWORK_KAFKA_BOOTSTRAP", kafka_broker.bootstrap)
+    monkeypatch.setenv("GROUNDWORK_DOCUMENTS_WORKER", "false")
+    defs = build_definitions(get_settings())
+    sensor = next(s for s in defs.sensors if s.name == "topics_sensor")
+    with DagsterInstance.ephemeral() as instance:
+        assert isinstance(sensor(build_sensor_context(instance=instance, definitions=defs)), SkipReason)
+        produce(kafka_broker.bootstrap, topic, [(b"o1", order("o1", "2026-12-01 10:00"))])
+        first = sensor(build_sensor_context(instance=instance, definitions=defs))
+        assert isinstance(first, RunRequest) and first.job_name is None
+        assert [k.to_user_string() for k in first.asset_selection] == ["bronze_orders"]
+        assert first.partition_key == current_ingest_day()
+        produce(kafka_broker.bootstrap, topic, [(b"o2", order("o2", "2026-12-01 10:00"))])
+        again = sensor(build_sensor_context(instance=instance, definitions=defs))
+        assert again.run_key == first.run_key, "the same backlog (nothing ingested since) is one run"

@@ -1,9 +1,11 @@
 """Documents: files in the landing zone → ``bronze_documents`` → ``silver_documents`` (Delta)."""
 
 from dagster import AssetExecutionContext, MaterializeResult, asset
+from pyspark.sql import Column
 from pyspark.sql import functions as F
 
 from assets.automation import DOWNSTREAM_OF_BRONZE
+from assets.documents.topics import document_event_records
 from assets.documents.transform import (
     BRONZE_DOCUMENTS_SCHEMA,
     SILVER_FROM_BRONZE,
@@ -25,10 +27,14 @@ from assets.landing import (
 from assets.metadata import column_lineage, delta_metadata
 from assets.quarantine import record_ingestion_run
 from assets.retries import transient_retries
-from resources import LakehouseResource, SparkResource
+from assets.structured.topics import lag_metadata, stream_topic
+from resources import KafkaResource, LakehouseResource, SparkResource
+from resources.kafka import source_lag
 
 DOCUMENTS = "documents"
 BRONZE, SILVER = "bronze_documents", "silver_documents"
+# The checkpoint of the documents topic's stream (the landing zone's is ``bronze_documents``).
+BRONZE_EVENTS_CHECKPOINT = "bronze_documents_topic"
 SILVER_DOCUMENTS_LINEAGE = column_lineage(
     {column: [(BRONZE, column)] for column in SILVER_FROM_BRONZE} | {"ingested_at": [(BRONZE, "ingested_at")]}
 )
@@ -68,17 +74,49 @@ def _ingest_documents(
     return added, deleted, failed, batches
 
 
+def documents_topic_lag(lakehouse: LakehouseResource, kafka: KafkaResource) -> dict[int, int] | None:
+    """Per partition of the documents topic: events published and not yet in bronze (None: no topic yet)."""
+    checkpoint = lakehouse.checkpoint_path(BRONZE_EVENTS_CHECKPOINT)
+    return source_lag(kafka.require_bootstrap(), kafka.options, kafka.documents_topic, checkpoint)
+
+
+def _ingest_document_events(
+    session, lakehouse: LakehouseResource, kafka: KafkaResource, run_id: str
+) -> tuple[int, int, int]:
+    """Stream the documents topic's new events into bronze, exactly once; returns the events ingested,
+    the unreadable ones, and the stream batches run."""
+    before = lakehouse.version(BRONZE)
+    batches = stream_topic(
+        session,
+        lakehouse,
+        BRONZE,
+        lakehouse.checkpoint_path(BRONZE_EVENTS_CHECKPOINT),
+        kafka.documents_topic,
+        kafka.require_bootstrap(),
+        kafka.options,
+        lambda messages: document_event_records(messages, run_id),
+        kafka.max_offsets_per_batch,
+    )
+    new = lakehouse.changes(session, BRONZE, before).where("_change_type = 'insert'")
+    stats = new.agg(F.count("*").alias("n"), F.count("parse_error").alias("failed")).first()
+    return stats["n"], stats["failed"], batches
+
+
 @asset(group_name="bronze", kinds={"spark", "delta"})
 @transient_retries
 def bronze_documents(
-    context: AssetExecutionContext, spark: SparkResource, lakehouse: LakehouseResource
+    context: AssetExecutionContext, spark: SparkResource, lakehouse: LakehouseResource, kafka: KafkaResource
 ) -> MaterializeResult:
-    """Every document file as landed (path, sha256, size, mtime, access groups, extracted text, title).
+    """Every document file as landed (path, sha256, size, mtime, access groups, extracted text, title),
+    and every event of the documents topic when one is configured (``GROUNDWORK_DOCUMENTS_TOPIC``).
 
     Append-only. New files arrive through a Structured Streaming query (exactly once, checkpointed);
     a listing then records what the stream cannot see: in-place rewrites, access-rule changes, empty
-    files, and a tombstone for each removed file.
+    files, and a tombstone for each removed file. Document events arrive through their own stream
+    (``assets/documents/topics.py``), each a record like a landed file's with its topic provenance.
     """
+    if kafka.documents_topic:  # declared: a missing cluster fails first, never a skipped source
+        kafka.require_bootstrap()
     root = lakehouse.landing_path(DOCUMENTS)
     checkpoint = lakehouse.checkpoint_path(BRONZE)
     options = lakehouse.storage_options
@@ -90,6 +128,22 @@ def bronze_documents(
             spark.session(), lakehouse, root, checkpoint, rules, context.run_id
         )
         mark_ingested(checkpoint, state, options)
+    events = {}
+    if kafka.documents_topic:
+        lag = documents_topic_lag(lakehouse, kafka)
+        ingested = unreadable = topic_batches = 0
+        if lag and sum(lag.values()):
+            ingested, unreadable, topic_batches = _ingest_document_events(
+                spark.session(), lakehouse, kafka, context.run_id
+            )
+            lag = documents_topic_lag(lakehouse, kafka)
+        events = {
+            "topic": kafka.documents_topic,
+            "events_ingested": ingested,
+            "events_unreadable": unreadable,
+            "topic_stream_batches": topic_batches,
+            **lag_metadata(kafka.documents_topic, lag),
+        }
     context.log.info(
         "bronze_documents: %d new or changed files (%d unreadable), %d removed, in %d stream batches",
         added,
@@ -107,7 +161,24 @@ def bronze_documents(
             files_unreadable=failed,
             files_removed=deleted,
             stream_batches=batches,
+            **events,
         )
+    )
+
+
+def document_provenance(rejected) -> tuple[Column, Column, Column]:
+    """(source_file, line, record_key) of a rejected document in the quarantine: a file's path and its
+    sha256, or for a topic's event ``kafka:<topic>/<partition>`` at its offset (``...:<offset>``)."""
+    if "_topic" not in rejected.columns:
+        return F.col("path"), F.lit(None), F.col("sha256")
+    kafka = F.concat(F.lit("kafka:"), F.col("_topic"), F.lit("/"), F.col("_partition").cast("string"))
+    from_topic = F.col("_topic").isNotNull()
+    return (
+        F.when(from_topic, kafka).otherwise(F.col("path")),
+        F.when(from_topic, F.col("_offset")),
+        F.when(from_topic, F.concat(kafka, F.lit(":"), F.col("_offset").cast("string"))).otherwise(
+            F.col("sha256")
+        ),
     )
 
 
@@ -150,9 +221,7 @@ def silver_documents(
                 "silver": rejected.where(F.col("parse_error").isNull()),
             },
             DOCUMENTS,
-            F.col("path"),
-            F.lit(None),
-            F.col("sha256"),
+            *document_provenance(rejected),
             F.col("text"),
         )
         upserts = accepted.withColumn("_delete", F.lit(False))

@@ -129,10 +129,12 @@ def _stamp(records: DataFrame, run_id: str) -> DataFrame:
 
 
 def latest_bronze(bronze: DataFrame) -> DataFrame:
-    """The newest bronze record of each path (a deletion tombstone included)."""
-    newest = Window.partitionBy("path").orderBy(
-        F.col("ingested_at").desc(), F.col("modified_at").desc_nulls_last()
-    )
+    """The newest bronze record of each path (a deletion tombstone included); of a topic's events in one
+    batch, the one at the highest offset."""
+    order = [F.col("ingested_at").desc(), F.col("modified_at").desc_nulls_last()]
+    if "_offset" in bronze.columns:
+        order.append(F.col("_offset").desc_nulls_last())
+    newest = Window.partitionBy("path").orderBy(*order)
     return bronze.withColumn("_rank", F.row_number().over(newest)).where("_rank = 1").drop("_rank")
 
 
@@ -147,6 +149,8 @@ def reconcile_landing(
     """Bronze records for what the file stream cannot see: files rewritten in place (same path, new size
     or modified time), files whose access rule changed, empty files, and tombstones for removed files.
     """
+    if "_topic" in bronze.columns:  # a topic's documents are not in the landing zone, and not gone
+        bronze = bronze.where(F.col("_topic").isNull())
     current = (
         latest_bronze(bronze)
         .where(~F.col("is_deleted"))
@@ -158,12 +162,12 @@ def reconcile_landing(
         (r.path, int(r.size_bytes), pd.Timestamp(r.modified_at), _groups(r.access_groups))
         for r in current.itertuples(index=False)
     }
-    changed = listed[
-        [
-            (r.path, int(r.size_bytes), pd.Timestamp(r.modified_at), _groups(r.access_groups)) not in known
-            for r in listed.itertuples(index=False)
-        ]
+    is_changed = [
+        (r.path, int(r.size_bytes), pd.Timestamp(r.modified_at), _groups(r.access_groups)) not in known
+        for r in listed.itertuples(index=False)
     ]
+    # A boolean Series, not a list: an empty list would select no columns of an empty landing zone.
+    changed = listed[pd.Series(is_changed, index=listed.index, dtype=bool)]
     gone = sorted(set(current["path"]) - set(listed["path"]))
     records = parse_landed_documents(
         spark, changed.drop(columns=["access_groups", "access_error"]), rules, run_id, storage_options
@@ -215,8 +219,9 @@ def split_silver_documents(
         .drop("_original")
     )
     accepted = ranked.where("_copy = 1").select(*SILVER_FROM_BRONZE, "ingested_at")
+    provenance = [c for c in ("_topic", "_partition", "_offset") if c in latest.columns]
     rejected = failed.unionByName(duplicates).select(
-        "document_id", "path", "sha256", "text", "reason", "run_id", "parse_error"
+        "document_id", "path", "sha256", "text", "reason", "run_id", "parse_error", *provenance
     )
     removed = (
         latest.where(F.col("is_deleted")).select("document_id").unionByName(rejected.select("document_id"))

@@ -18,7 +18,7 @@ from dagster import (
     MaterializeResult,
     asset,
 )
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from assets.automation import DOWNSTREAM_OF_BRONZE
@@ -35,6 +35,14 @@ from assets.metadata import column_lineage, delta_metadata
 from assets.quarantine import record_ingestion_run
 from assets.retries import transient_retries
 from assets.structured.contracts import SourceContract, load_sources
+from assets.structured.topics import (
+    KAFKA_RECORD_SCHEMA,
+    ingest_topic,
+    lag_metadata,
+    stamp_records,
+    tombstone_event_time,
+    topic_lag,
+)
 from assets.structured.transform import (
     BRONZE_RECORD_SCHEMA,
     drift_columns,
@@ -44,7 +52,7 @@ from assets.structured.transform import (
     split_silver_records,
     unseen_files,
 )
-from resources import LakehouseResource, PrivacyResource, SparkResource
+from resources import KafkaResource, LakehouseResource, PrivacyResource, SparkResource
 
 INGEST_DATE = "_ingest_date"
 # end_offset=1: the current (still filling) day is a partition too, the one new files land in.
@@ -123,8 +131,81 @@ def rebuild_ingest_day(
     return len(landed)
 
 
-def source_assets(contract: SourceContract) -> list[AssetsDefinition]:
-    bronze_name, silver_name = f"bronze_{contract.name}", f"silver_{contract.name}"
+def topic_bronze_asset(contract: SourceContract) -> AssetsDefinition:
+    """``bronze_<source>`` of a topic source: the messages published since the last run, exactly once
+    (``topics.ingest_topic``), under the run's ingest day, with the consumer lag after the run."""
+    bronze_name = f"bronze_{contract.name}"
+
+    @asset(
+        name=bronze_name,
+        group_name="bronze",
+        kinds={"spark", "delta", "kafka"},
+        partitions_def=INGEST_DAYS,
+        backfill_policy=BackfillPolicy.single_run(),
+        description=(
+            f"{contract.description} Every message of Kafka topic {contract.topic!r} as published, with its "
+            "topic, partition, offset, timestamp and key, partitioned by ingest date."
+        ),
+    )
+    @transient_retries
+    def bronze(
+        context: AssetExecutionContext,
+        spark: SparkResource,
+        lakehouse: LakehouseResource,
+        kafka: KafkaResource,
+    ) -> MaterializeResult:
+        day, today = context.partition_keys[-1], current_ingest_day()
+        bootstrap, options = kafka.require_bootstrap(), kafka.options
+        lag = topic_lag(lakehouse, contract, bootstrap, options)
+        stats = {"records": 0, "unreadable": 0}
+        batches = 0
+        # A topic is not re-read per day (its retention decides what is still there): a run for a past
+        # day alone ingests nothing; new messages go under the current day.
+        pending = day >= today and bool(lag and sum(lag.values()))
+        if pending or not lakehouse.exists(bronze_name):  # the first run creates the table regardless
+            session = spark.session()
+            before = lakehouse.version(bronze_name)
+            if pending:
+                batches = ingest_topic(
+                    session,
+                    lakehouse,
+                    contract,
+                    contract.topic,
+                    bootstrap,
+                    options,
+                    context.run_id,
+                    day,
+                    kafka.max_offsets_per_batch,
+                )
+                lag = topic_lag(lakehouse, contract, bootstrap, options)
+            if not lakehouse.exists(bronze_name):
+                empty = stamp_records(session.createDataFrame([], KAFKA_RECORD_SCHEMA), context.run_id, day)
+                lakehouse.append(empty, bronze_name, partition_by=[INGEST_DATE])
+            new = lakehouse.changes(session, bronze_name, before).where("_change_type = 'insert'")
+            stats = new.agg(
+                F.count("*").alias("records"),
+                F.count("_error").alias("unreadable"),
+            ).first()
+        return MaterializeResult(
+            metadata=delta_metadata(
+                lakehouse,
+                bronze_name,
+                None,
+                topic=contract.topic,
+                messages_ingested=stats["records"],
+                records_unreadable=stats["unreadable"],
+                stream_batches=batches,
+                **lag_metadata(contract.topic, lag),
+            )
+        )
+
+    return bronze
+
+
+def file_bronze_asset(contract: SourceContract) -> AssetsDefinition:
+    """``bronze_<source>`` of a file source: newly landed files by Structured Streaming, past days
+    re-read from the landing zone (``rebuild_ingest_day``)."""
+    bronze_name = f"bronze_{contract.name}"
 
     @asset(
         name=bronze_name,
@@ -179,13 +260,28 @@ def source_assets(contract: SourceContract) -> list[AssetsDefinition]:
             )
         )
 
+    return bronze
+
+
+def quarantine_provenance(contract: SourceContract) -> tuple[Column, Column, Column]:
+    """(source_file, line, record_key) of a rejected record in the quarantine's columns: a file's path and
+    line, or for a topic ``kafka:<topic>/<partition>`` and the offset (the key ``...:<offset>``)."""
+    if contract.topic:
+        where = F.concat(F.lit("kafka:"), F.col("_topic"), F.lit("/"), F.col("_partition").cast("string"))
+        return where, F.col("_offset"), F.concat(where, F.lit(":"), F.col("_offset").cast("string"))
+    line = F.coalesce(F.col("_line").cast("string"), F.lit(""))
+    return F.col("_source_file"), F.col("_line"), F.concat_ws(":", F.col("_source_file"), line)
+
+
+def source_assets(contract: SourceContract) -> list[AssetsDefinition]:
+    """bronze and silver of one source: a file or a topic bronze, then the same silver MERGE."""
+    bronze_name, silver_name = f"bronze_{contract.name}", f"silver_{contract.name}"
+    bronze = topic_bronze_asset(contract) if contract.topic else file_bronze_asset(contract)
+
     lineage = column_lineage(
         {column: [(bronze_name, "record")] for column in contract.column_names}
-        | {
-            "_source_file": [(bronze_name, "_source_file")],
-            "_line": [(bronze_name, "_line")],
-            "_bronze_ingested_at": [(bronze_name, "_ingested_at")],
-        }
+        | {column: [(bronze_name, column)] for column in contract.provenance}
+        | {"_bronze_ingested_at": [(bronze_name, "_ingested_at")]}
     )
 
     @asset(
@@ -218,6 +314,8 @@ def source_assets(contract: SourceContract) -> list[AssetsDefinition]:
             records = increment.changes.where("_change_type = 'insert'").drop(
                 "_change_type", "_commit_version"
             )
+            if contract.topic:
+                records = tombstone_event_time(records, contract)
             drift = drift_columns(records, contract)
             records = records.withColumns({f"_drift_{c}": F.col("record").getItem(c) for c in drift}).cache()
             batch = split_silver_records(
@@ -225,15 +323,14 @@ def source_assets(contract: SourceContract) -> list[AssetsDefinition]:
                 contract,
                 referenced,
                 silver=lakehouse.read(session, silver_name) if lakehouse.exists(silver_name) else None,
-                duplicates=duplicate_files(records, lakehouse.read(session, bronze_name)),
+                duplicates=None
+                if contract.topic
+                else duplicate_files(records, lakehouse.read(session, bronze_name)),
             )
             changes = protect_pii(batch.changes, contract, privacy.key())
             version = F.lit(increment.upstream_version).cast("long")
             changes = changes.withColumn("_bronze_version", version).cache()
             rejected = batch.rejected.withColumn("run_id", F.lit(context.run_id)).cache()
-            key = F.concat_ws(
-                ":", F.col("_source_file"), F.coalesce(F.col("_line").cast("string"), F.lit(""))
-            )
             quarantine_rejected(
                 increment,
                 lakehouse,
@@ -242,9 +339,7 @@ def source_assets(contract: SourceContract) -> list[AssetsDefinition]:
                     "silver": rejected.where(F.col("_error").isNull()),
                 },
                 contract.name,
-                F.col("_source_file"),
-                F.col("_line"),
-                key,
+                *quarantine_provenance(contract),
                 F.col("_raw"),
             )
             changed = " OR ".join(f"NOT (s.`{c}` <=> t.`{c}`)" for c in [*contract.column_names, *drift])

@@ -38,9 +38,17 @@ class Reference(BaseModel):
     key: str
 
 
+# Where a record came from, per kind of source: bronze keeps it, silver carries it to each row.
+FILE_PROVENANCE = ["_source_file", "_line"]
+TOPIC_PROVENANCE = ["_topic", "_partition", "_offset"]
+
+
 class SourceContract(BaseModel):
     name: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
-    format: Literal["csv", "jsonl", "parquet"]
+    # A file source lands files of ``format`` in its landing folder; a topic source reads the Kafka
+    # ``topic`` instead (JSON messages keyed by the primary key), with the same contract and silver MERGE.
+    format: Literal["csv", "jsonl", "parquet"] | None = None
+    topic: str | None = Field(None, pattern=r"^[A-Za-z0-9._-]{1,249}$")
     primary_key: list[str]
     event_time: str | None = None
     description: str = ""
@@ -50,6 +58,19 @@ class SourceContract(BaseModel):
     # A column the contract does not declare: ``add`` keeps it (as a string column in silver),
     # ``reject`` quarantines the record. A changed type is always quarantined.
     schema_drift: Literal["add", "reject"] = "reject"
+
+    @model_validator(mode="after")
+    def _file_or_topic(self) -> SourceContract:
+        if self.topic is None and self.format is None:
+            raise ValueError(f"source {self.name!r}: declare a file format (csv, jsonl, parquet) or a topic")
+        if self.topic is not None and self.format not in (None, "jsonl"):
+            raise ValueError(
+                f"source {self.name!r}: a topic's messages are JSON objects; format {self.format!r} "
+                "cannot apply (leave it out)"
+            )
+        if self.topic is not None:
+            self.format = "jsonl"
+        return self
 
     @model_validator(mode="after")
     def _keys_are_columns(self) -> SourceContract:
@@ -64,6 +85,12 @@ class SourceContract(BaseModel):
     @property
     def column_names(self) -> list[str]:
         return [c.name for c in self.columns]
+
+    @property
+    def provenance(self) -> list[str]:
+        """The bronze columns that say where a record came from (file and line, or topic, partition and
+        offset): silver keeps them on each row and orders ties by them, the quarantine names them."""
+        return TOPIC_PROVENANCE if self.topic else FILE_PROVENANCE
 
 
 def load_sources(path: Path) -> list[SourceContract]:

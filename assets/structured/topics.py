@@ -11,13 +11,16 @@ message that cannot become a record is one with its reason, for the quarantine.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pandas as pd
 from pyspark.sql import DataFrame
 from pyspark.sql import types as T
 
 from assets.structured.transform import MAX_RECORD_BYTES, RAW_LIMIT, TOMBSTONE_FIELD, _too_long
+from resources.kafka import checkpoint_offsets, source_lag
+
+__all__ = ["checkpoint_offsets"]  # kept importable from here: the checkpoint of a topic's bronze
 
 KAFKA_RECORD_SCHEMA = T.StructType(
     [
@@ -123,25 +126,6 @@ def parse_kafka_records(messages: DataFrame, primary_key: list[str]) -> DataFram
     return columns.mapInPandas(_parse_messages(primary_key), KAFKA_RECORD_SCHEMA)
 
 
-def checkpoint_offsets(checkpoint: str, topic: str) -> dict[int, int]:
-    """The next offset per partition of ``topic`` that a Structured Streaming checkpoint (a local folder)
-    records as planned: the last file of ``offsets/``, whose last line is the Kafka source's offsets."""
-    from pathlib import Path
-
-    folder = Path(checkpoint) / "offsets"
-    batches = sorted((int(p.name) for p in folder.glob("*") if p.name.isdigit()), reverse=True)
-    for batch in batches:
-        lines = (folder / str(batch)).read_text().strip().splitlines()
-        for line in reversed(lines):
-            try:
-                value = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            if isinstance(value, dict) and topic in value:
-                return {int(p): int(o) for p, o in value[topic].items()}
-    return {}
-
-
 def ingest_topic(
     session,
     lakehouse,
@@ -153,7 +137,43 @@ def ingest_topic(
     ingest_day: str,
     max_offsets_per_batch: int = 10_000,
 ) -> int:
-    """Stream the messages of ``topic`` published since the last call into ``bronze_<source>``, exactly once.
+    """Stream the messages of ``topic`` published since the last call into ``bronze_<source>``, exactly once
+    (``stream_topic``), as records of the source's contract under ``ingest_day``. Returns the batches run."""
+    from assets.structured.assets import INGEST_DATE
+
+    bronze_name = f"bronze_{contract.name}"
+
+    def to_records(messages: DataFrame) -> DataFrame:
+        return stamp_records(parse_kafka_records(messages, contract.primary_key), run_id, ingest_day)
+
+    return stream_topic(
+        session,
+        lakehouse,
+        bronze_name,
+        lakehouse.checkpoint_path(bronze_name),
+        topic,
+        bootstrap,
+        options,
+        to_records,
+        max_offsets_per_batch,
+        partition_by=[INGEST_DATE],
+    )
+
+
+def stream_topic(
+    session,
+    lakehouse,
+    table: str,
+    checkpoint: str,
+    topic: str,
+    bootstrap: str,
+    options: dict[str, str],
+    to_records: Callable[[DataFrame], DataFrame],
+    max_offsets_per_batch: int = 10_000,
+    partition_by: list[str] | None = None,
+) -> int:
+    """Append the messages of ``topic`` published since the checkpoint to ``table``, exactly once, as
+    ``to_records`` makes them: the one way a topic is read (record sources and document events alike).
 
     A ``trigger(availableNow=True)`` query from the checkpoint's offsets to the topic's end; each
     micro-batch is appended with the Delta transaction id (checkpoint id, batch id), so a batch replayed
@@ -163,29 +183,17 @@ def ingest_topic(
     """
     from pathlib import Path
 
-    from pyspark.sql import functions as F
-
     from assets.landing import stream_app_id
-    from assets.structured.assets import INGEST_DATE
     from resources.kafka import check_offsets_available, spark_options, watermarks
 
-    bronze_name = f"bronze_{contract.name}"
-    checkpoint = lakehouse.checkpoint_path(bronze_name)
     if (Path(checkpoint) / "offsets").exists():
         processed = checkpoint_offsets(checkpoint, topic)
         check_offsets_available(topic, watermarks(bootstrap, topic, options), processed)
     batches = []
 
     def ingest(messages: DataFrame, batch_id: int) -> None:
-        records = parse_kafka_records(messages, contract.primary_key).withColumns(
-            {
-                "_ingested_at": F.current_timestamp(),
-                "_run_id": F.lit(run_id),
-                INGEST_DATE: F.lit(ingest_day).cast("date"),
-            }
-        )
         txn = (stream_app_id(checkpoint), batch_id)
-        lakehouse.append(records, bronze_name, txn=txn, partition_by=[INGEST_DATE])
+        lakehouse.append(to_records(messages), table, txn=txn, partition_by=partition_by or ())
         batches.append(batch_id)
 
     query = (
@@ -205,3 +213,48 @@ def ingest_topic(
     if query.exception() is not None:
         raise query.exception()
     return len(batches)
+
+
+def stamp_records(records: DataFrame, run_id: str, ingest_day: str) -> DataFrame:
+    """Bronze's own columns on parsed records: when, by which run, under which ingest day."""
+    from pyspark.sql import functions as F
+
+    from assets.structured.assets import INGEST_DATE
+
+    return records.withColumns(
+        {
+            "_ingested_at": F.current_timestamp(),
+            "_run_id": F.lit(run_id),
+            INGEST_DATE: F.lit(ingest_day).cast("date"),
+        }
+    )
+
+
+def topic_lag(lakehouse, contract, bootstrap: str, options: dict[str, str]) -> dict[int, int] | None:
+    """Per partition of the source's topic: messages published and not yet in bronze. None when the
+    topic does not exist (yet)."""
+    checkpoint = lakehouse.checkpoint_path(f"bronze_{contract.name}")
+    return source_lag(bootstrap, options, contract.topic, checkpoint)
+
+
+def lag_metadata(topic: str, lag: dict[int, int] | None) -> dict[str, object]:
+    """Consumer lag as materialization metadata: per ``topic/partition`` and in total."""
+    per_partition = {f"{topic}/{p}": n for p, n in sorted((lag or {}).items())}
+    return {"consumer_lag": per_partition, "consumer_lag_total": sum(per_partition.values())}
+
+
+def tombstone_event_time(records: DataFrame, contract) -> DataFrame:
+    """A tombstone carries only its key: its event time is the message's Kafka timestamp, so it wins
+    over the versions of its key published before it (and loses to later ones)."""
+    from pyspark.sql import functions as F
+
+    from assets.structured.transform import is_tombstone
+
+    if not contract.event_time:
+        return records
+    event_time = F.col("record").getItem(contract.event_time)
+    stamped = F.map_concat(
+        F.col("record"), F.create_map(F.lit(contract.event_time), F.col("_kafka_timestamp").cast("string"))
+    )
+    fill = is_tombstone() & event_time.isNull() & F.col("_kafka_timestamp").isNotNull()
+    return records.withColumn("record", F.when(fill, stamped).otherwise(F.col("record")))

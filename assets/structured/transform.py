@@ -278,9 +278,13 @@ def type_records(bronze: DataFrame, contract: SourceContract) -> DataFrame:
                 ),
             )
         )
+    # Only Parquet files declare column types; a topic's bronze has no such column.
+    file_types = (
+        F.col("_file_types") if "_file_types" in bronze.columns else F.lit(None).cast("map<string,string>")
+    )
     for c in contract.columns:
         raw = F.col("record").getItem(c.name)
-        file_type = F.col("_file_types").getItem(c.name)
+        file_type = file_types.getItem(c.name)
         accepted = F.lit(False)
         for prefix in _compatible(c.type):
             accepted = accepted | file_type.startswith(prefix)
@@ -448,7 +452,7 @@ def split_silver_records(
     valid = typed.where(F.col("reason").isNull())
     rejected = typed.where(F.col("reason").isNotNull())
     order = [F.col(contract.event_time).desc_nulls_last()] if contract.event_time else []
-    order += [F.col("_ingested_at").desc(), F.col("_source_file").desc(), F.col("_line").desc_nulls_last()]
+    order += [F.col("_ingested_at").desc(), *(F.col(c).desc_nulls_last() for c in contract.provenance)]
     latest_first = Window.partitionBy(*contract.primary_key).orderBy(*order)
     ranked = valid.withColumn("_rank", F.row_number().over(latest_first))
     winners = ranked.where("_rank = 1")
@@ -467,8 +471,7 @@ def split_silver_records(
     changes = winners.select(
         *contract.column_names,
         *[F.col(c).alias(c.removeprefix("_drift_")) for c in extra],
-        "_source_file",
-        "_line",
+        *contract.provenance,
         F.col("_ingested_at").alias("_bronze_ingested_at"),
         F.col("_tombstone").alias("_delete"),
     )
