@@ -19,8 +19,8 @@ as `groundwork eval` (``models/evaluation.py``):
 
     apt-get install git-doc     # or: apt-get download git-doc && dpkg-deb -x git-doc_*.deb DIR
     python -m benchmarks.retrieval_quality [--corpus /usr/share/doc/git-doc] [--device auto|cpu|cuda]
-        [--adapt-steps 60] [--learning-rate 1e-5] [--batch-size 32] [--warmup-steps 5]
-        [--max-seq-length 0] [--queries-per-chunk 3] [--no-hard-negatives] [--no-adapted]
+        [--adapt-steps 40] [--learning-rate 5e-5] [--batch-size 16] [--warmup-steps 5]
+        [--max-seq-length 128] [--queries-per-chunk 3] [--no-hard-negatives] [--no-adapted]
 
 Targets: the best mode beats naive by >= 0.10 in MRR@10 with hit@5 >= 0.95; hybrid >= max(vector,
 full-text).
