@@ -24,6 +24,7 @@ HISTORY_SCHEMA = pa.schema(
         pa.field("ndcg", pa.float64()),
         pa.field("recall", pa.float64()),
         pa.field("k", pa.int32()),
+        pa.field("hit", pa.float64()),  # hit@k: any relevant document in the top k (null in older rows)
         pa.field("queries", pa.int32()),
         pa.field("model_id", pa.string()),
         pa.field("model_registry_version", pa.string()),

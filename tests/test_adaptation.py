@@ -8,38 +8,65 @@ import pyarrow as pa
 import pytest
 from conftest import materialized, run_documents
 
-from models.adaptation import mine_pairs, overlap, short_query
+from models.adaptation import mine_pairs, overlap
 from models.evaluation import load_gold
 from models.model_registry import champion_history, champion_version
 from resources import build_resources
 
 
 def _chunks(rows):
-    return pa.table({k: [r[i] for r in rows] for i, k in enumerate(["title", "heading_path", "text"])})
+    names = ["path", "title", "heading_path", "text"]
+    return pa.table({k: [r[i] for r in rows] for i, k in enumerate(names)})
+
+
+RETURNS = (
+    "Returns are accepted within 30 days of delivery. Items must be unused and in their original box. "
+    "Refunds reach the original card within five business days."
+)
+SHIPPING = (
+    "Orders ship within two business days from our warehouse in Ohio. Damaged items and returns ship "
+    "back free of charge within 30 days."
+)
 
 
 def test_pairs_come_from_the_corpus_and_never_from_gold_questions():
-    text = "Returns are accepted within 30 days of delivery. Items must be unused and in their box."
-    assert short_query("Return policy", "Returns > Window", text) == (
-        "Window Returns are accepted within 30 days of delivery."
-    )
     chunks = _chunks(
         [
-            ("Return policy", "Returns > Window", text),
-            ("Shipping", "", "Orders ship within two business days from our warehouse in Ohio, tracked."),
-            ("Tiny", "", "too short"),  # not enough text to make a pair
+            ("returns.html", "Return policy", "Returns > Window", RETURNS),
+            ("shipping.html", "Shipping", "", SHIPPING),
+            ("tiny.html", "Tiny", "", "too short"),  # not enough text to make a pair
         ]
     )
-    pairs = mine_pairs(chunks)
-    assert len(pairs) == 2
-    assert {p for _, p in pairs} == {
-        "Return policy > Returns > Window\n" + text,
-        "Shipping\n" + chunks["text"][1].as_py(),
-    }
-    gold = ["window returns are accepted within 30 days of delivery"]  # normalized, it equals a mined query
-    filtered = mine_pairs(chunks, gold)
-    assert len(filtered) == 1 and overlap(filtered, gold) == 0
+    pairs = mine_pairs(chunks, queries_per_chunk=3)
+    by_page = {page: [p for p in pairs if p.document == page] for page in ("returns.html", "shipping.html")}
+    assert len(by_page["returns.html"]) == 3 and len(by_page["shipping.html"]) == 3
+    assert not [p for p in pairs if p.document == "tiny.html"]
+    keyword = next(p for p in by_page["returns.html"] if p.positive.endswith(RETURNS))
+    assert keyword.query.startswith("Window ") and len(keyword.query.split()) == 5  # heading + 4 words
+    for pair in pairs:
+        source = RETURNS if pair.document == "returns.html" else SHIPPING
+        if pair.positive.endswith(source):
+            continue
+        # Inverse cloze: a sentence of the chunk is the query, and the passage no longer holds it.
+        assert pair.query in source and pair.query not in pair.positive
+    # The hard negative comes from another page, never the page the query came from; BM25 picks the
+    # other page's chunk that shares the query's words.
+    assert all(
+        p.negative and not p.negative.endswith(RETURNS if p.document == "returns.html" else SHIPPING)
+        for p in pairs
+    )
+    ict = next(p for p in pairs if p.query == "Returns are accepted within 30 days of delivery.")
+    assert ict.negative.endswith(SHIPPING)
+    assert len({p.query for p in pairs}) == len(pairs)
+
+    gold = [f"{keyword.query.lower()}?"]  # normalized, it equals a mined query
+    filtered = mine_pairs(chunks, gold, queries_per_chunk=3)
+    assert len(filtered) == len(pairs) - 1 and overlap(filtered, gold) == 0
     assert overlap(pairs, gold) == 1
+    # A held-out chunk is neither a positive nor a negative.
+    held = mine_pairs(chunks, exclude_chunks=frozenset({1}))
+    assert held and all(SHIPPING not in p.positive + p.negative for p in held)
+    assert not mine_pairs(chunks, exclude_chunks=frozenset({1}), hard_negatives=False)[0].negative
 
 
 @pytest.mark.slow

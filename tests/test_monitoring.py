@@ -22,7 +22,7 @@ from monitoring.checks import data_drift_check, embedding_drift_check, query_dri
 from monitoring.data import assess_table
 from monitoring.drift import embedding_drift
 from monitoring.queries import assess_queries
-from monitoring.store import latest_results, record_evaluation
+from monitoring.store import HISTORY_SCHEMA, evaluation_history, latest_results, record_evaluation
 from resources import EmbedderResource, build_resources
 from resources.lakehouse import read_table
 from resources.lancedb.tables import activate, active_table_name, embeddings_schema
@@ -194,6 +194,18 @@ def _evaluation(ndcg: float, mrr: float, when: datetime, run: str) -> tuple[dict
         "queries": 15,
         "mlflow_run_id": run,
     }
+
+
+def test_evaluation_history_keeps_hit_at_k_and_reads_older_rows_without_it(tmp_path):
+    uri = str(tmp_path / "history")
+    metrics, run = _evaluation(0.8, 0.7, datetime(2026, 11, 1, tzinfo=UTC), "old")
+    old = HISTORY_SCHEMA.remove(HISTORY_SCHEMA.get_field_index("hit"))  # a table written before hit@k
+    rows = [{**run, "mode": mode, **m} for mode, m in metrics.items()]
+    write_deltalake(uri, pa.Table.from_pylist(rows, schema=old))
+    metrics, run = _evaluation(0.8, 0.7, datetime(2026, 11, 2, tzinfo=UTC), "new")
+    record_evaluation(uri, {mode: {**m, "hit": 0.95} for mode, m in metrics.items()}, run)
+    history = evaluation_history(uri)
+    assert [(r["mlflow_run_id"], r["hit"]) for r in history] == [("old", None)] * 2 + [("new", 0.95)] * 2
 
 
 @pytest.mark.parametrize("severity", ["warn", "block"])

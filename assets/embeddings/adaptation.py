@@ -30,10 +30,13 @@ class AdaptationConfig(Config):
     learning_rate: float = AdaptationParams.learning_rate
     batch_size: int = AdaptationParams.batch_size
     epochs: int = AdaptationParams.epochs
-    warmup_ratio: float = AdaptationParams.warmup_ratio
+    warmup_steps: int = AdaptationParams.warmup_steps
     max_steps: int = AdaptationParams.max_steps
     gpu_max_steps: int = AdaptationParams.gpu_max_steps
     max_pairs: int = AdaptationParams.max_pairs
+    queries_per_chunk: int = AdaptationParams.queries_per_chunk
+    hard_negatives: bool = AdaptationParams.hard_negatives
+    max_seq_length: int = AdaptationParams.max_seq_length
     seed: int = AdaptationParams.seed
     output_dir: str = ""  # default: a ``models`` folder beside the LanceDB folder
     degrade: bool = False  # tests: train on mismatched pairs, to see the gate refuse

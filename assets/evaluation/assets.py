@@ -83,7 +83,10 @@ def retrieval_evaluation(
     run_id = log_to_mlflow(mlflow, report, tags, params={"k": evaluation.k, "queries": len(gold)})
     record_evaluation(
         monitoring.history_uri,
-        {m.mode: {"mrr": m.mrr, "ndcg": m.ndcg, "recall": m.recall} for m in report.modes.values()},
+        {
+            m.mode: {"mrr": m.mrr, "ndcg": m.ndcg, "recall": m.recall, "hit": m.hit}
+            for m in report.modes.values()
+        },
         {
             **evaluated,
             "model_id": model.model_id,
