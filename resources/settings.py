@@ -215,9 +215,11 @@ class Settings(BaseSettings):
         "request alone waits for nobody.",
     )
     serve_encoder_threads: int = Field(
-        2,
+        1,
         ge=1,
-        description="Threads of `groundwork serve` that embed batches of queries side by side.",
+        description="Threads of `groundwork serve` that embed batches of queries side by side. One measured "
+        "best on two cores since /search awaits its vector on the event loop: its batches are larger "
+        "and a forward pass of a few queries costs little more than one of a single query.",
     )
     serve_torch_threads: int = Field(
         1,

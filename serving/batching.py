@@ -109,6 +109,11 @@ class QueryBatcher:
 
     def encode(self, key: str, encode: Encode, text: str, timeout_s: float = 30.0) -> np.ndarray:
         """``text``'s vector, encoded with ``encode`` in a batch with the other waiting queries of ``key``."""
+        return self.submit(key, encode, text).result(timeout=timeout_s)
+
+    def submit(self, key: str, encode: Encode, text: str) -> Future:
+        """Queue ``text`` and return the future of its vector at once (an async endpoint awaits it on the
+        event loop instead of blocking a thread); ``Overloaded`` when the queue is full."""
         self._ensure_started()
         self.arrived()
         pending = _Pending(key, encode, text)
@@ -117,7 +122,7 @@ class QueryBatcher:
         except queue.Full:
             drain_s = self.max_queue * self._seconds_per_query
             raise Overloaded(self.max_queue, max(1, round(drain_s + 0.5))) from None
-        return pending.result.result(timeout=timeout_s)
+        return pending.result
 
     def close(self) -> None:
         with self._start_lock:
@@ -160,7 +165,11 @@ class QueryBatcher:
 
     def _run(self) -> None:
         while (first := self._queue.get()) is not None:
-            batch = self._collect(first)
+            # A future cancelled while it waited (its request gave up) is left out; the others can no
+            # longer be cancelled, so their results can always be set.
+            batch = [item for item in self._collect(first) if item.result.set_running_or_notify_cancel()]
+            if not batch:
+                continue
             started = time.perf_counter()
             by_model: dict[str, list[_Pending]] = {}
             for item in batch:

@@ -14,6 +14,7 @@ from fastapi import APIRouter, Depends, Request, Security
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic_core import to_json
 
 from serving.errors import ApiError
 from serving.keys import Caller
@@ -28,7 +29,7 @@ from serving.schemas import (
     SearchRequest,
     SearchResponse,
 )
-from serving.service import PendingAnswer, Service, citations
+from serving.service import PendingAnswer, Retrieval, Service, citations
 
 log = logging.getLogger("groundwork.serving")
 
@@ -36,18 +37,22 @@ _BEARER = HTTPBearer(auto_error=False, description="Authorization: Bearer <API k
 _API_KEY = APIKeyHeader(name="X-API-Key", auto_error=False)
 
 
-def _service(request: Request) -> Service:
+# The dependencies are coroutines: FastAPI runs a plain function dependency in a threadpool thread, one
+# hop per dependency per request (docs/benchmarks.md, Serving throughput).
+
+
+async def _service(request: Request) -> Service:
     return request.app.state.service
 
 
-def _auth_doc(
+async def _auth_doc(
     bearer: Annotated[HTTPAuthorizationCredentials | None, Security(_BEARER)],
     api_key: Annotated[str | None, Security(_API_KEY)],
 ) -> None:
     """Declares the two ways to send a key in the OpenAPI document; the middleware checks them."""
 
 
-def _caller(request: Request, _: Annotated[None, Depends(_auth_doc)]) -> Caller:
+async def _caller(request: Request, _: Annotated[None, Depends(_auth_doc)]) -> Caller:
     return request.state.caller
 
 
@@ -55,11 +60,11 @@ ServiceDep = Annotated[Service, Depends(_service)]
 CallerDep = Annotated[Caller, Depends(_caller)]
 
 
-def _search_request(body: SearchRequest, service: ServiceDep) -> SearchRequest:
+async def _search_request(body: SearchRequest, service: ServiceDep) -> SearchRequest:
     return body.checked(service.limits)
 
 
-def _answer_request(body: AnswerRequest, service: ServiceDep) -> AnswerRequest:
+async def _answer_request(body: AnswerRequest, service: ServiceDep) -> AnswerRequest:
     return body.checked(service.limits)
 
 
@@ -69,23 +74,32 @@ retrieval = APIRouter(tags=["retrieval"])
 
 
 @retrieval.post("/search", response_model=SearchResponse)
-def search(
+async def search(
     body: Annotated[SearchRequest, Depends(_search_request)],
     request: Request,
     caller: CallerDep,
     service: ServiceDep,
-) -> SearchResponse:
+) -> Response:
     """Top k chunks for a query, in the caller's access groups, with citations."""
-    found = service.retrieve(body, caller, request.state.audit)
-    return SearchResponse(
-        request_id=request.state.request_id,
-        mode=body.mode,
-        k=body.k,
-        table_name=found.state.table_name,
-        table_version=found.state.version,
-        model_id=found.state.model_id,
-        cached=found.cached,
-        hits=citations(found.hits),
+    found = await service.retrieve_async(body, caller, request.state.audit)
+    return Response(search_json(request.state.request_id, body, found), media_type="application/json")
+
+
+def search_json(request_id: str, body: SearchRequest, found: Retrieval) -> bytes:
+    """A SearchResponse as JSON, serialized straight from the hits by pydantic's Rust serializer: the
+    hits are ours, so validating them into Citation models and back (FastAPI's response_model) was work
+    for nothing on the busiest endpoint. A test holds it to the SearchResponse schema."""
+    return to_json(
+        {
+            "request_id": request_id,
+            "mode": body.mode,
+            "k": body.k,
+            "table_name": found.state.table_name,
+            "table_version": found.state.version,
+            "model_id": found.state.model_id,
+            "cached": found.cached,
+            "hits": found.hits,
+        }
     )
 
 

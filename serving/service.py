@@ -5,13 +5,16 @@ account for the tokens)."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+import anyio
 import numpy as np
 
 from resources.lancedb import LanceDBStore
@@ -53,6 +56,7 @@ from serving.search import (
 log = logging.getLogger("groundwork.serving")
 RAG_PROMPT = "rag_answer"
 PROMPT_TTL_SECONDS = 10.0  # how long a loaded production prompt is reused before the alias is re-read
+ENCODE_TIMEOUT_SECONDS = 30.0  # a query's vector awaited at most this long (the batcher answers sooner)
 
 
 def citations(hits: list[Hit]) -> list[Citation]:
@@ -70,6 +74,29 @@ class Retrieval:
     vector: np.ndarray | None  # None for a full-text query with the cache off
     cached: bool
     embedding_seconds: float = 0.0
+
+
+@dataclass(frozen=True)
+class _Plan:
+    searcher: Searcher
+    state: IndexState
+    groups: frozenset[str]
+    given: Any  # the request's own query vector, if it sent one
+    embeds: bool  # whether the query needs a vector (a full-text query with the cache off does not)
+
+
+@contextlib.contextmanager
+def request_errors() -> Iterator[None]:
+    """A query the index refuses, as the API answers it: a group the caller lacks 403, an index built with
+    a model this server cannot embed for 503, a bad filter or vector 400."""
+    try:
+        yield
+    except GroupNotAllowedError as exc:
+        raise ApiError(403, str(exc)) from None
+    except ModelMismatchError as exc:
+        raise ApiError(503, str(exc)) from None
+    except ValueError as exc:
+        raise ApiError(400, str(exc)) from None
 
 
 def limit_error(exc: LimitExceeded) -> ApiError:
@@ -208,25 +235,69 @@ class Service:
     def retrieve(self, query: QueryRequest, caller: Caller, audit: dict) -> Retrieval:
         """The top ``query.k`` chunks the caller may see (from the cache when an earlier query of the same
         scope was close enough); what /search and /answer share. ``audit`` collects the request's record."""
+        plan = self._plan(query, caller, audit)
+        started = time.perf_counter()
+        with request_errors():
+            vector = plan.searcher.query_vector(query.query, plan.given, plan.state) if plan.embeds else None
+        return self._found(plan, query, caller, audit, vector, time.perf_counter() - started)
+
+    async def retrieve_async(self, query: QueryRequest, caller: Caller, audit: dict) -> Retrieval:
+        """``retrieve`` for an endpoint on the event loop: the query's vector is awaited there (the
+        batcher's future) instead of a threadpool thread blocking on it; the search, which blocks, runs in
+        a thread."""
+        plan = self._plan(query, caller, audit)
+        started = time.perf_counter()
+        vector = None
+        if plan.embeds and plan.given is not None:
+            with request_errors():
+                vector = plan.searcher.query_vector(query.query, plan.given, plan.state)
+        elif plan.embeds:
+            vector = await self._embed_async(plan.searcher, plan.state, query.query)
+        seconds = time.perf_counter() - started
+        # The search in a thread: on the loop it held up the next requests' way to the batcher, and the
+        # batches got smaller (docs/benchmarks.md).
+        return await anyio.to_thread.run_sync(
+            lambda: self._found(plan, query, caller, audit, vector, seconds)
+        )
+
+    async def _embed_async(self, searcher: Searcher, state: IndexState, text: str) -> np.ndarray:
+        embedder = searcher.embedders.get(state.model_id)
+        if embedder is None:  # another model's table: resolving it may load the model (seconds), off the loop
+            with request_errors():
+                embedder = await anyio.to_thread.run_sync(lambda: searcher.embedder)
+        try:
+            future = self.batcher.submit(embedder.model_id, embedder.encode, text)
+        except Overloaded as exc:
+            raise ApiError(503, str(exc), headers={"Retry-After": str(exc.retry_after_s)}) from None
+        return await asyncio.wait_for(asyncio.wrap_future(future), ENCODE_TIMEOUT_SECONDS)
+
+    def _plan(self, query: QueryRequest, caller: Caller, audit: dict) -> _Plan:
+        """What a query needs before its vector: the index, the caller's effective groups (403 for a group
+        it lacks), the filters checked, and whether it is embedded at all."""
         audit.update(mode=query.mode, k=query.k, query=query.query or None)
         searcher, state = self.index()
-        try:
+        with request_errors():
             groups = effective_groups(caller.groups, query.filters)
             filter_clause(query.filters, state.columns)
-            given = query.vector if isinstance(query, SearchRequest) else None
-            # A full-text query needs its vector only as the semantic cache's key (and /answer's).
-            needs_vector = query.mode != "fulltext" or self.cache.enabled or given is not None
-            if given is not None or not needs_vector:
-                self.batcher.arrived()  # no query of this request for the batcher to wait for
-            started = time.perf_counter()
-            vector = searcher.query_vector(query.query, given, state) if needs_vector else None
-            embedding_seconds = time.perf_counter() - started if given is None and needs_vector else 0.0
-        except GroupNotAllowedError as exc:
-            raise ApiError(403, str(exc)) from None
-        except ModelMismatchError as exc:
-            raise ApiError(503, str(exc)) from None
-        except ValueError as exc:  # a filter or a vector the index cannot take
-            raise ApiError(400, str(exc)) from None
+        given = query.vector if isinstance(query, SearchRequest) else None
+        # A full-text query needs its vector only as the semantic cache's key (and /answer's).
+        embeds = query.mode != "fulltext" or self.cache.enabled or given is not None
+        if given is not None or not embeds:
+            self.batcher.arrived()  # no query of this request for the batcher to wait for
+        return _Plan(searcher, state, groups, given, embeds)
+
+    def _found(
+        self,
+        plan: _Plan,
+        query: QueryRequest,
+        caller: Caller,
+        audit: dict,
+        vector: np.ndarray | None,
+        seconds: float,
+    ) -> Retrieval:
+        """The search (or the cache's answer) for ``plan`` and its vector, with its metrics and audit."""
+        searcher, state, groups = plan.searcher, plan.state, plan.groups
+        embedding_seconds = seconds if plan.given is None and plan.embeds else 0.0
         cached = self._cached(self._scope("search", groups, query, state), vector)
         if cached is not None:
             hits, state = cached
@@ -453,16 +524,10 @@ class Service:
         return self._prompt[1]
 
     def _search(self, searcher: Searcher, query: QueryRequest, groups: frozenset[str], vector: np.ndarray):
-        try:
+        with request_errors():
             return searcher.search(
                 query.query, query.k, query.mode, query.filters, groups=groups, vector=vector
             )
-        except ModelMismatchError as exc:
-            raise ApiError(503, str(exc)) from None
-        except GroupNotAllowedError as exc:
-            raise ApiError(403, str(exc)) from None
-        except ValueError as exc:
-            raise ApiError(400, str(exc)) from None
 
     def _cached(self, scope: CacheScope, vector: np.ndarray) -> Any | None:
         found = self.cache.get(scope, vector)
