@@ -21,6 +21,7 @@ as `groundwork eval` (``models/evaluation.py``):
     python -m benchmarks.retrieval_quality [--corpus /usr/share/doc/git-doc] [--device auto|cpu|cuda]
         [--adapt-steps 40] [--learning-rate 5e-5] [--batch-size 16] [--warmup-steps 5]
         [--max-seq-length 128] [--queries-per-chunk 3] [--no-hard-negatives] [--no-adapted]
+        [--save-pairs pairs.json.gz]
 
 Targets: the best mode beats naive by >= 0.10 in MRR@10 with hit@5 >= 0.95; hybrid >= max(vector,
 full-text).
@@ -42,6 +43,7 @@ from assets.chunks.redaction import redact
 from assets.documents.parsing import parse_document
 from assets.documents.transform import document_id
 from benchmarks._corpus import _row, gold_table
+from benchmarks.adaptation_training import save_pairs
 from models.adaptation import AdaptationParams, fine_tune, mine_pairs, overlap
 from models.evaluation import MODES, EvaluationReport, evaluate, indexed_paths, load_gold, searcher_function
 from resources.embedder import Embedder
@@ -125,6 +127,9 @@ def main() -> None:
     parser.add_argument("--queries-per-chunk", type=int, default=AdaptationParams.queries_per_chunk)
     parser.add_argument("--no-hard-negatives", action="store_true", help="in-batch negatives only")
     parser.add_argument("--no-adapted", action="store_true", help="skip the fine-tuned model")
+    parser.add_argument(
+        "--save-pairs", type=Path, help="write the mined pairs (for benchmarks.adaptation_training)"
+    )
     args = parser.parse_args()
 
     gold = load_gold(args.gold)
@@ -169,6 +174,8 @@ def main() -> None:
             f"({sum(1 for p in pairs if p.negative)} with a BM25 hard negative from another page); "
             f"gold questions among them: {overlap(pairs, [q.query for q in gold])} (must be 0)"
         )
+        if args.save_pairs:
+            save_pairs(pairs, args.save_pairs)
         with tempfile.TemporaryDirectory() as folder:
             info = fine_tune(embedder.path, pairs, Path(folder), params, args.device)
             print(
