@@ -245,7 +245,14 @@ def test_lag_and_lost_ranges_from_a_real_streaming_checkpoint(kafka_broker, spar
     from confluent_kafka.admin import AdminClient, NewTopic
 
     from assets.structured.topics import checkpoint_offsets
-    from resources.kafka import OffsetsLost, check_offsets_available, consumer_lag, source_lag, watermarks
+    from resources.kafka import (
+        OffsetsLost,
+        UnknownTopic,
+        check_offsets_available,
+        consumer_lag,
+        source_lag,
+        watermarks,
+    )
 
     topic = f"lag-{uuid.uuid4().hex[:8]}"
     admin = AdminClient({"bootstrap.servers": kafka_broker.bootstrap})
@@ -293,7 +300,10 @@ def test_lag_and_lost_ranges_from_a_real_streaming_checkpoint(kafka_broker, spar
         except Exception:  # still being deleted
             time.sleep(0.5)
     for _ in range(60):  # until the new, empty topic is the one the broker serves
-        marks = watermarks(kafka_broker.bootstrap, topic)
+        try:
+            marks = watermarks(kafka_broker.bootstrap, topic)
+        except UnknownTopic:  # the broker's metadata does not list the new topic yet
+            marks = None
         if marks == {0: (0, 0), 1: (0, 0)}:
             break
         time.sleep(0.5)
