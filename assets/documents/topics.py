@@ -28,6 +28,7 @@ from pyspark.sql import types as T
 from assets.documents.parsing import MEDIA_TYPES, parse_document
 from assets.documents.transform import BRONZE_DOCUMENTS_SCHEMA, document_id
 from assets.landing import PUBLIC_GROUPS
+from assets.structured.topics import kafka_messages
 from assets.structured.transform import MAX_RECORD_BYTES, RAW_LIMIT, _too_long
 
 # Media types a document event may carry: its text is text (a PDF's bytes do not travel in JSON).
@@ -114,13 +115,7 @@ def parse_document_event(
 
 def _parse_events(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
     for batch in batches:
-        rows = []
-        for topic, partition, offset, timestamp, key, value in batch[
-            ["topic", "partition", "offset", "timestamp", "key", "value"]
-        ].itertuples(index=False):
-            key = None if key is None or (isinstance(key, float) and pd.isna(key)) else bytes(key)
-            value = None if value is None or (isinstance(value, float) and pd.isna(value)) else bytes(value)
-            rows.append(parse_document_event(topic, int(partition), int(offset), timestamp, key, value))
+        rows = [parse_document_event(*message) for message in kafka_messages(batch)]
         yield pd.DataFrame(rows, columns=BRONZE_EVENT_SCHEMA.fieldNames())
 
 

@@ -102,19 +102,24 @@ def parse_message(
     return key_text, raw[:RAW_LIMIT], record, None
 
 
+def kafka_messages(batch: pd.DataFrame) -> Iterator[tuple]:
+    """Spark's Kafka rows in a pandas batch as (topic, partition, offset, timestamp, key, value), the key
+    and value as bytes or None (pandas gives a null as None or NaN): what every topic parser reads."""
+    for topic, partition, offset, timestamp, key, value in batch[
+        ["topic", "partition", "offset", "timestamp", "key", "value"]
+    ].itertuples(index=False):
+        key = None if key is None or (isinstance(key, float) and pd.isna(key)) else bytes(key)
+        value = None if value is None or (isinstance(value, float) and pd.isna(value)) else bytes(value)
+        yield topic, int(partition), int(offset), timestamp, key, value
+
+
 def _parse_messages(primary_key: list[str]):
     def parse(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         for batch in batches:
             rows = []
-            for topic, partition, offset, timestamp, key, value in batch[
-                ["topic", "partition", "offset", "timestamp", "key", "value"]
-            ].itertuples(index=False):
-                key = None if key is None or (isinstance(key, float) and pd.isna(key)) else bytes(key)
-                value = (
-                    None if value is None or (isinstance(value, float) and pd.isna(value)) else bytes(value)
-                )
+            for topic, partition, offset, timestamp, key, value in kafka_messages(batch):
                 key_text, raw, record, error = parse_message(key, value, primary_key)
-                rows.append((topic, int(partition), int(offset), timestamp, key_text, raw, record, error))
+                rows.append((topic, partition, offset, timestamp, key_text, raw, record, error))
             yield pd.DataFrame(rows, columns=KAFKA_RECORD_SCHEMA.fieldNames())
 
     return parse
