@@ -464,6 +464,31 @@ sources:
 """
 
 
+def kill_after_first_batch(home: Path, commits: Path, *run_args: str, **env: str) -> int:
+    """Start `groundwork run *run_args` in its own process group, SIGKILL it (and its JVM) as soon as the
+    stream's checkpoint has committed a batch, and return how many batches it had committed."""
+    import signal
+    import subprocess
+
+    from tests.conftest import groundwork_command, groundwork_env
+
+    run = subprocess.Popen(
+        groundwork_command("run", *run_args),
+        env=groundwork_env(home, **env),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,  # its own process group: the kill takes the JVM with it
+    )
+    try:
+        deadline = time.monotonic() + 300
+        while not any(commits.glob("[0-9]*")) and run.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        os.killpg(run.pid, signal.SIGKILL)
+        run.wait(30)
+    return len(list(commits.glob("[0-9]*")))
+
+
 def order(order_id: str, updated_at: str, amount: float = 10.0, **extra) -> bytes:
     record = {"order_id": order_id, "amount": amount, "status": "new", "updated_at": updated_at, **extra}
     return json.dumps(record).encode()
@@ -690,10 +715,8 @@ def test_the_worker_keeps_up_with_a_topic_source(topic_home, kafka_broker, spark
 def test_a_consuming_run_killed_mid_batch_and_rerun_takes_each_message_once(topic_home, kafka_broker, spark):
     """`groundwork run` SIGKILLed (with its JVM) while it streams a topic in batches of 2, then run again:
     every offset is in bronze exactly once and every key in silver."""
-    import signal
-    import subprocess
 
-    from tests.conftest import groundwork_command, groundwork_env, run_all
+    from tests.conftest import run_all
 
     settings, topic = topic_home
     settings = settings.model_copy(update={"kafka_max_offsets_per_batch": 2})
@@ -708,22 +731,10 @@ def test_a_consuming_run_killed_mid_batch_and_rerun_takes_each_message_once(topi
         "GROUNDWORK_KAFKA_MAX_OFFSETS_PER_BATCH": "2",
         "GROUNDWORK_SPARK_SHUFFLE_PARTITIONS": "2",
     }
-    run = subprocess.Popen(
-        groundwork_command("run", "--select", "bronze_orders", "--select", "silver_orders"),
-        env=groundwork_env(settings.home, **env),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,  # its own process group: the kill takes the JVM with it
-    )
     commits = Path(settings.checkpoint_uri) / "bronze_orders" / "commits"
-    try:
-        deadline = time.monotonic() + 300
-        while not any(commits.glob("[0-9]*")) and run.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.05)
-    finally:
-        os.killpg(run.pid, signal.SIGKILL)
-        run.wait(30)
-    done = len(list(commits.glob("[0-9]*")))
+    done = kill_after_first_batch(
+        settings.home, commits, "--select", "bronze_orders", "--select", "silver_orders", **env
+    )
     assert 1 <= done < 6, f"the kill came after {done} of 6 batches: not mid-stream"
 
     result = run_all(settings, selection=["bronze_orders", "silver_orders"])

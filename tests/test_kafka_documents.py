@@ -8,14 +8,12 @@ A file of its own so that `pytest --dist loadfile` runs it beside tests/test_kaf
 from __future__ import annotations
 
 import json
-import os
-import time
 import uuid
 from pathlib import Path
 
 from confluent_kafka import Producer
 
-from tests.test_kafka import consume_all, produce
+from tests.test_kafka import consume_all, kill_after_first_batch, produce
 
 
 def doc_event(doc_id: str, text: str, media_type: str = "text/markdown", **extra) -> bytes:
@@ -204,15 +202,13 @@ def test_a_documents_run_killed_mid_stream_and_rerun_indexes_each_document_once(
 ):
     """`groundwork run` SIGKILLed (with its JVM) while it streams document events in batches of 2, then the
     documents chain run again: each offset once in bronze, each document once in the index."""
-    import signal
-    import subprocess
     from collections import Counter
 
     import lancedb
 
     from assets.documents.topics import event_path
     from resources.lancedb.tables import open_active
-    from tests.conftest import groundwork_command, groundwork_env, make_settings, run_documents
+    from tests.conftest import make_settings, run_documents
 
     topic = f"cms-{uuid.uuid4().hex[:8]}"
     settings = make_settings(
@@ -231,22 +227,8 @@ def test_a_documents_run_killed_mid_stream_and_rerun_indexes_each_document_once(
         "GROUNDWORK_KAFKA_MAX_OFFSETS_PER_BATCH": "2",
         "GROUNDWORK_SPARK_SHUFFLE_PARTITIONS": "2",
     }
-    run = subprocess.Popen(
-        groundwork_command("run", "--select", "bronze_documents"),
-        env=groundwork_env(settings.home, **env),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,  # its own process group: the kill takes the JVM with it
-    )
     commits = Path(settings.checkpoint_uri) / "bronze_documents_topic" / "commits"
-    try:
-        deadline = time.monotonic() + 300
-        while not any(commits.glob("[0-9]*")) and run.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.05)
-    finally:
-        os.killpg(run.pid, signal.SIGKILL)
-        run.wait(30)
-    done = len(list(commits.glob("[0-9]*")))
+    done = kill_after_first_batch(settings.home, commits, "--select", "bronze_documents", **env)
     assert 1 <= done < 3, f"the kill came after {done} of 3 batches: not mid-stream"
 
     assert run_documents(settings).success
