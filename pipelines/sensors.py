@@ -126,28 +126,33 @@ def documents_worker_sensor(
 
 
 def topics_sensor(settings: Settings) -> SensorDefinition | None:
-    """Keep up with the topic sources (None without any): when one has consumer lag, start the resident
-    worker if none is running (it then ingests every later message itself), or with
-    ``GROUNDWORK_DOCUMENTS_WORKER=false`` one run of the lagging sources' bronze (automation carries
-    silver). The run key holds bronze's checkpoint offsets, so one backlog starts one run."""
+    """Keep up with the consumed topics (None without any): the topic sources of ``sources.yaml`` and the
+    documents topic. When one has consumer lag, start the resident worker if none is running (it then
+    ingests every later message itself), or with ``GROUNDWORK_DOCUMENTS_WORKER=false`` one run of the
+    lagging sources' bronze (automation carries silver) and one of the documents' chain to the index.
+    The run key holds the lagging topics' checkpoint offsets, so one backlog starts one run."""
     import hashlib
     import json
 
-    from resources.kafka import checkpoint_offsets, topic_source_lags
+    from resources.kafka import DOCUMENTS_TOPIC_SOURCE, checkpoint_offsets, topic_source_lags, topic_streams
 
-    sources = [c for c in load_sources(settings.sources_file) if c.topic]
-    if not sources:
+    streams = {source: (topic, checkpoint) for source, topic, checkpoint in topic_streams(settings)}
+    if not streams:
         return None
     worker = settings.documents_worker
-    targets = {} if worker else {"asset_selection": [AssetKey(f"bronze_{c.name}") for c in sources]}
+    records = [f"bronze_{name}" for name in streams if name != DOCUMENTS_TOPIC_SOURCE]
+    selection = [AssetKey(name) for name in records]
+    if DOCUMENTS_TOPIC_SOURCE in streams:
+        selection += DOCUMENTS_TO_INDEX
+    named = ", ".join(f"{name} ({topic})" for name, (topic, _) in streams.items())
 
     @sensor(
         name="topics_sensor",
         minimum_interval_seconds=SENSOR_INTERVAL_SECONDS,
         default_status=DefaultSensorStatus.RUNNING,
-        **({"job_name": WORKER_JOB} if worker else targets),
+        **({"job_name": WORKER_JOB} if worker else {"asset_selection": selection}),
         description=(
-            f"When a topic source ({', '.join(c.name for c in sources)}) has messages not yet in bronze: "
+            f"When a consumed topic ({named}) has messages not yet in bronze: "
             + (f"starts the resident {WORKER_JOB} run if none is running." if worker else "ingests them.")
         ),
     )
@@ -159,26 +164,43 @@ def topics_sensor(settings: Settings) -> SensorDefinition | None:
         behind = [r["source"] for r in rows if r["lag"] and sum(r["lag"].values())]
         unknown = [f"{r['source']}: {r['error']}" for r in rows if r["error"]]
         if not behind:
-            return SkipReason("no topic source has lag" + (f" ({'; '.join(unknown)})" if unknown else ""))
+            return SkipReason("no consumed topic has lag" + (f" ({'; '.join(unknown)})" if unknown else ""))
         lakehouse = Lakehouse.from_settings(settings)
-        position = {
-            c.name: checkpoint_offsets(lakehouse.checkpoint_path(f"bronze_{c.name}"), c.topic)
-            for c in sources
-            if c.name in behind
-        }
-        key = hashlib.sha256(json.dumps(position, sort_keys=True).encode()).hexdigest()[:24]
+
+        def run_key(names: list[str]) -> str:
+            position = {
+                name: checkpoint_offsets(lakehouse.checkpoint_path(streams[name][1]), streams[name][0])
+                for name in names
+            }
+            return hashlib.sha256(json.dumps(position, sort_keys=True).encode()).hexdigest()[:24]
+
         tags = {"groundwork/topics": ",".join(behind)}
         if worker:
             live = live_worker_run_id(context.instance)
             if live is not None:
                 return SkipReason(f"worker run {live} is ingesting the topics")
-            return RunRequest(run_key=f"topics-worker-{key}", job_name=WORKER_JOB, tags=tags)
-        return RunRequest(
-            run_key=f"topics-{key}",
-            asset_selection=[AssetKey(f"bronze_{name}") for name in behind],
-            partition_key=current_ingest_day(),
-            tags=tags | WRITES_TABLES_TAG,
-        )
+            return RunRequest(run_key=f"topics-worker-{run_key(behind)}", job_name=WORKER_JOB, tags=tags)
+        # Record sources are partitioned by ingest day, the documents' chain is not: a run for each.
+        lagging_records = [name for name in behind if name != DOCUMENTS_TOPIC_SOURCE]
+        requests = []
+        if lagging_records:
+            requests.append(
+                RunRequest(
+                    run_key=f"topics-{run_key(lagging_records)}",
+                    asset_selection=[AssetKey(f"bronze_{name}") for name in lagging_records],
+                    partition_key=current_ingest_day(),
+                    tags=tags | WRITES_TABLES_TAG,
+                )
+            )
+        if DOCUMENTS_TOPIC_SOURCE in behind:
+            requests.append(
+                RunRequest(
+                    run_key=f"topics-documents-{run_key([DOCUMENTS_TOPIC_SOURCE])}",
+                    asset_selection=DOCUMENTS_TO_INDEX,
+                    tags=tags | WRITES_TABLES_TAG,
+                )
+            )
+        return requests
 
     return watch
 

@@ -273,27 +273,43 @@ def source_lag(
     return consumer_lag(marks, processed)
 
 
-def topic_source_lags(settings: Settings, timeout: float = 2.0) -> list[dict]:
-    """For `groundwork status` and /metrics: per topic source, its lag per partition, or why it is not
-    known (no cluster configured, the cluster not answering within ``timeout``). Starts no JVM."""
+# Where ``bronze_documents`` keeps its stream of the documents topic; its row in the lags is "documents".
+DOCUMENTS_TOPIC_CHECKPOINT = "bronze_documents_topic"
+DOCUMENTS_TOPIC_SOURCE = "documents"
+
+
+def topic_streams(settings: Settings) -> list[tuple[str, str, str]]:
+    """(source, topic, bronze checkpoint name) of every topic the pipeline consumes: each topic source of
+    ``sources.yaml``, then the documents topic when one is set."""
     from assets.structured.contracts import load_sources
+
+    streams = []
+    if Path(settings.sources_file).is_file():
+        streams = [
+            (s.name, s.topic, f"bronze_{s.name}") for s in load_sources(settings.sources_file) if s.topic
+        ]
+    if settings.documents_topic:
+        streams.append((DOCUMENTS_TOPIC_SOURCE, settings.documents_topic, DOCUMENTS_TOPIC_CHECKPOINT))
+    return streams
+
+
+def topic_source_lags(settings: Settings, timeout: float = 2.0) -> list[dict]:
+    """For `groundwork status`, /metrics and ``topics_sensor``: per consumed topic (``topic_streams``), its
+    lag per partition, or why it is not known (no cluster configured, the cluster not answering within
+    ``timeout``). Starts no JVM."""
     from resources.lakehouse import Lakehouse
 
-    if not Path(settings.sources_file).is_file():
-        return []
-    sources = [s for s in load_sources(settings.sources_file) if s.topic]
-    lakehouse = Lakehouse.from_settings(settings) if sources else None
+    streams = topic_streams(settings)
+    lakehouse = Lakehouse.from_settings(settings) if streams else None
     rows = []
-    for source in sources:
-        row: dict = {"source": source.name, "topic": source.topic, "lag": None, "error": None}
+    for source, topic, checkpoint_name in streams:
+        row: dict = {"source": source, "topic": topic, "lag": None, "error": None}
         if not settings.kafka_bootstrap:
             row["error"] = NO_CLUSTER_HINT
         else:
-            checkpoint = lakehouse.checkpoint_path(f"bronze_{source.name}")
+            checkpoint = lakehouse.checkpoint_path(checkpoint_name)
             try:
-                lag = source_lag(
-                    settings.kafka_bootstrap, settings.kafka_options, source.topic, checkpoint, timeout
-                )
+                lag = source_lag(settings.kafka_bootstrap, settings.kafka_options, topic, checkpoint, timeout)
                 row["lag"] = lag or {}
             except Exception as exc:  # a cluster that does not answer: say so, never hang the caller
                 row["error"] = f"{type(exc).__name__}: {exc}"

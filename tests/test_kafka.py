@@ -771,10 +771,10 @@ def test_without_the_worker_the_topics_sensor_runs_bronze_once_per_backlog(
     with DagsterInstance.ephemeral() as instance:
         assert isinstance(sensor(build_sensor_context(instance=instance, definitions=defs)), SkipReason)
         produce(kafka_broker.bootstrap, topic, [(b"o1", order("o1", "2026-12-01 10:00"))])
-        first = sensor(build_sensor_context(instance=instance, definitions=defs))
+        [first] = sensor(build_sensor_context(instance=instance, definitions=defs))
         assert isinstance(first, RunRequest) and first.job_name is None
         assert [k.to_user_string() for k in first.asset_selection] == ["bronze_orders"]
         assert first.partition_key == current_ingest_day()
         produce(kafka_broker.bootstrap, topic, [(b"o2", order("o2", "2026-12-01 10:00"))])
-        again = sensor(build_sensor_context(instance=instance, definitions=defs))
+        [again] = sensor(build_sensor_context(instance=instance, definitions=defs))
         assert again.run_key == first.run_key, "the same backlog (nothing ingested since) is one run"

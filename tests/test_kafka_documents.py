@@ -130,6 +130,66 @@ def test_produce_publishes_document_events_keyed_by_their_id(kafka_broker, tmp_p
     assert result.exit_code == 2 and f"{no_id}:1: not an object with the key ['id']" in result.output
 
 
+def test_the_documents_topic_has_its_lag_in_status_and_metrics_and_a_sensor(
+    kafka_broker, tmp_path, monkeypatch
+):
+    """The documents topic is watched as a topic source is, with no topic source in sources.yaml: its lag
+    per partition in `groundwork status` and as a /metrics gauge, and ``topics_sensor`` starts the resident
+    worker for it or, without the worker, one run of the documents' chain per backlog."""
+    from dagster import DagsterInstance, RunRequest, SkipReason, build_sensor_context
+    from prometheus_client import CollectorRegistry, generate_latest
+    from typer.testing import CliRunner
+
+    import pipelines.cli as cli
+    from pipelines.definitions import build_definitions
+    from pipelines.worker import DOCUMENT_ASSETS, WORKER_JOB
+    from resources.kafka import topic_source_lags
+    from resources.settings import get_settings
+    from serving.metrics import ConsumerLagCollector
+
+    topic = f"cms-{uuid.uuid4().hex[:8]}"
+    monkeypatch.setenv("GROUNDWORK_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("GROUNDWORK_KAFKA_BOOTSTRAP", kafka_broker.bootstrap)
+    assert "topics_sensor" not in {s.name for s in build_definitions(get_settings()).sensors}
+    monkeypatch.setenv("GROUNDWORK_DOCUMENTS_TOPIC", topic)
+    settings = get_settings()
+    assert topic_source_lags(settings) == [{"source": "documents", "topic": topic, "lag": {}, "error": None}]
+    defs = build_definitions(settings)
+    sensor = next(s for s in defs.sensors if s.name == "topics_sensor")
+    with DagsterInstance.ephemeral() as instance:
+        assert isinstance(sensor(build_sensor_context(instance=instance, definitions=defs)), SkipReason)
+        produce(
+            kafka_broker.bootstrap, topic, [(b"a", doc_event("a", "Alpha.")), (b"b", doc_event("b", "Beta."))]
+        )
+        started = sensor(build_sensor_context(instance=instance, definitions=defs))
+        assert isinstance(started, RunRequest) and started.job_name == WORKER_JOB
+        assert started.tags["groundwork/topics"] == "documents"
+    assert topic_source_lags(settings)[0]["lag"] == {0: 2}  # nothing ingested: both are lag
+
+    registry = CollectorRegistry()
+    registry.register(ConsumerLagCollector(settings))
+    exported = generate_latest(registry).decode()
+    assert (
+        f'groundwork_kafka_consumer_lag{{partition="0",source="documents",topic="{topic}"}} 2.0' in exported
+    )
+    monkeypatch.setattr(cli, "get_settings", lambda: settings)
+    status = CliRunner().invoke(cli.app, ["status", "--json"])
+    assert status.exit_code == 0, status.output
+    assert json.loads(status.output)["topics"] == [
+        {"source": "documents", "topic": topic, "lag": {"0": 2}, "error": None}
+    ]
+
+    monkeypatch.setenv("GROUNDWORK_DOCUMENTS_WORKER", "false")
+    defs = build_definitions(get_settings())
+    sensor = next(s for s in defs.sensors if s.name == "topics_sensor")
+    with DagsterInstance.ephemeral() as instance:
+        [run] = sensor(build_sensor_context(instance=instance, definitions=defs))
+        assert [k.to_user_string() for k in run.asset_selection] == DOCUMENT_ASSETS
+        assert run.partition_key is None and run.job_name is None
+        [again] = sensor(build_sensor_context(instance=instance, definitions=defs))
+        assert again.run_key == run.run_key, "the same backlog (nothing ingested since) is one run"
+
+
 def test_the_dev_scenario_publishes_sample_documents_once_and_they_reach_silver(
     kafka_broker, spark, tmp_path
 ):

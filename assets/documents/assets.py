@@ -29,12 +29,10 @@ from assets.quarantine import record_ingestion_run
 from assets.retries import transient_retries
 from assets.structured.topics import lag_metadata, stream_topic
 from resources import KafkaResource, LakehouseResource, SparkResource
-from resources.kafka import source_lag
+from resources.kafka import DOCUMENTS_TOPIC_CHECKPOINT, source_lag
 
 DOCUMENTS = "documents"
 BRONZE, SILVER = "bronze_documents", "silver_documents"
-# The checkpoint of the documents topic's stream (the landing zone's is ``bronze_documents``).
-BRONZE_EVENTS_CHECKPOINT = "bronze_documents_topic"
 SILVER_DOCUMENTS_LINEAGE = column_lineage(
     {column: [(BRONZE, column)] for column in SILVER_FROM_BRONZE} | {"ingested_at": [(BRONZE, "ingested_at")]}
 )
@@ -76,7 +74,7 @@ def _ingest_documents(
 
 def documents_topic_lag(lakehouse: LakehouseResource, kafka: KafkaResource) -> dict[int, int] | None:
     """Per partition of the documents topic: events published and not yet in bronze (None: no topic yet)."""
-    checkpoint = lakehouse.checkpoint_path(BRONZE_EVENTS_CHECKPOINT)
+    checkpoint = lakehouse.checkpoint_path(DOCUMENTS_TOPIC_CHECKPOINT)
     return source_lag(kafka.require_bootstrap(), kafka.options, kafka.documents_topic, checkpoint)
 
 
@@ -90,7 +88,7 @@ def _ingest_document_events(
         session,
         lakehouse,
         BRONZE,
-        lakehouse.checkpoint_path(BRONZE_EVENTS_CHECKPOINT),
+        lakehouse.checkpoint_path(DOCUMENTS_TOPIC_CHECKPOINT),
         kafka.documents_topic,
         kafka.require_bootstrap(),
         kafka.options,
