@@ -20,7 +20,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from resources.settings import PROJECT_ROOT, SAMPLES_DIR, Settings, get_settings
+from resources.settings import DEFAULT_SOURCES_FILE, PROJECT_ROOT, SAMPLES_DIR, Settings, get_settings
 
 app = typer.Typer(help="Groundwork: trustworthy, queryable AI context from your data.", no_args_is_help=True)
 console = Console()
@@ -365,18 +365,52 @@ def demo(question: Annotated[str, typer.Argument()] = SAMPLE_QUESTION) -> None:
 
 
 SAMPLE_DOCUMENT_EVENTS = SAMPLES_DIR / "documents-topic.jsonl"
+SAMPLE_TOPIC_SOURCES = SAMPLES_DIR / "orders-topic.sources.yaml"
+SAMPLE_ORDER_EVENTS = SAMPLES_DIR / "orders-topic.jsonl"
 
 
-def dev_topic_scenario(env: dict[str, str], options: dict[str, str]) -> str:
-    """The sample topic scenario on `groundwork dev`'s local broker: declare the documents topic for the
-    UI's processes (``GROUNDWORK_DOCUMENTS_TOPIC`` in ``env``, unless already set) and publish the sample
-    document events to it once. Only here: without a broker, a declared topic would fail every run."""
-    from resources.kafka import SAMPLE_DOCUMENTS_TOPIC, publish_sample_documents
+def dev_sources_file(home: Path) -> Path:
+    """The default contracts plus the sample record-topic source, written for a `groundwork dev` session."""
+    import yaml
 
+    contracts = yaml.safe_load(DEFAULT_SOURCES_FILE.read_text(encoding="utf-8"))
+    topics = yaml.safe_load(SAMPLE_TOPIC_SOURCES.read_text(encoding="utf-8"))["sources"]
+    contracts["sources"] = [s for s in contracts["sources"] if s["name"] not in {t["name"] for t in topics}]
+    contracts["sources"] += topics
+    target = home / "dev" / "sources.yaml"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    header = f"# Written by `groundwork dev`: {DEFAULT_SOURCES_FILE.name} plus {SAMPLE_TOPIC_SOURCES.name}.\n"
+    target.write_text(header + yaml.safe_dump(contracts, sort_keys=False), encoding="utf-8")
+    return target
+
+
+def dev_topic_scenario(env: dict[str, str], options: dict[str, str], home: Path) -> str:
+    """The sample topic scenario on `groundwork dev`'s local broker, for the UI's processes (``env``):
+    the documents topic declared (``GROUNDWORK_DOCUMENTS_TOPIC``, unless already set) and its sample events
+    published once; with the default contracts (no ``GROUNDWORK_SOURCES_FILE``), the sample record-topic
+    source added to them (``dev_sources_file``) and its sample orders published once. Only here: without
+    a broker, a declared topic would fail every run."""
+    from assets.structured.contracts import load_sources
+    from resources.kafka import DOCUMENT_EVENT_KEY, SAMPLE_DOCUMENTS_TOPIC, publish_sample_once
+
+    bootstrap = env["GROUNDWORK_KAFKA_BOOTSTRAP"]
     topic = env.setdefault("GROUNDWORK_DOCUMENTS_TOPIC", SAMPLE_DOCUMENTS_TOPIC)
-    sent = publish_sample_documents(env["GROUNDWORK_KAFKA_BOOTSTRAP"], options, SAMPLE_DOCUMENT_EVENTS, topic)
-    already = "" if sent else " (already published)"
-    return f"documents topic {topic!r}: {sent} sample document events published{already}"
+    sent = publish_sample_once(bootstrap, options, SAMPLE_DOCUMENT_EVENTS, topic, DOCUMENT_EVENT_KEY)
+    lines = [
+        f"documents topic {topic!r}: {sent} sample document events published"
+        + ("" if sent else " (already published)")
+    ]
+    if "GROUNDWORK_SOURCES_FILE" not in env:
+        env["GROUNDWORK_SOURCES_FILE"] = str(dev_sources_file(home))
+        for source in load_sources(SAMPLE_TOPIC_SOURCES):
+            sent = publish_sample_once(
+                bootstrap, options, SAMPLE_ORDER_EVENTS, source.topic, source.primary_key
+            )
+            lines.append(
+                f"topic source {source.name!r} on {source.topic!r}: {sent} sample records published"
+                + ("" if sent else " (already published)")
+            )
+    return "\n".join(lines)
 
 
 @app.command()
@@ -402,7 +436,7 @@ def dev(port: Annotated[int, typer.Option()] = 3000) -> None:
         else:
             env["GROUNDWORK_KAFKA_BOOTSTRAP"] = broker.bootstrap
             console.print(f"local Kafka broker on {broker.bootstrap} (storage {broker.data_dir})")
-            console.print(dev_topic_scenario(env, settings.kafka_options), soft_wrap=True)
+            console.print(dev_topic_scenario(env, settings.kafka_options, settings.home), soft_wrap=True)
     command = [
         sys.executable,
         "-m",

@@ -477,21 +477,21 @@ def publish(
     return producer.flush(60)
 
 
-def publish_sample_documents(
-    bootstrap: str, options: dict[str, str], file: Path, topic: str = SAMPLE_DOCUMENTS_TOPIC
+def publish_sample_once(
+    bootstrap: str, options: dict[str, str], file: Path, topic: str, key_columns: list[str]
 ) -> int:
-    """Publish the sample document events to ``topic`` once: a topic that already holds messages (the
-    local broker keeps its storage between `groundwork dev` sessions) is left as it is. Returns the number
-    published."""
+    """Publish a sample JSON Lines file to ``topic`` once, keyed by ``key_columns``: a topic that already
+    holds messages (the local broker keeps its storage between `groundwork dev` sessions) is left as it
+    is. Returns the number published."""
     try:
         if any(high > low for low, high in watermarks(bootstrap, topic, options).values()):
             return 0
     except UnknownTopic:
         pass
-    messages = jsonl_messages(file, DOCUMENT_EVENT_KEY)
+    messages = jsonl_messages(file, key_columns)
     left = publish(bootstrap, options, topic, messages)
     if left:
         raise RuntimeError(
-            f"{left} of {len(messages)} sample document events not acknowledged by {bootstrap}"
+            f"{left} of {len(messages)} messages of {file.name} not acknowledged by {bootstrap}"
         )
     return len(messages)

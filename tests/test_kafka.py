@@ -141,6 +141,8 @@ def test_dev_starts_a_local_broker_for_the_ui_and_stops_it_after(tmp_path, monke
         # The sample topic scenario: declared for the UI's processes, its events already published.
         seen["topic"] = env["GROUNDWORK_DOCUMENTS_TOPIC"]
         seen["events"] = consume_all(seen["bootstrap"], seen["topic"], 5, timeout=10)
+        seen["sources"] = env["GROUNDWORK_SOURCES_FILE"]  # the default contracts plus the sample topic source
+        seen["orders"] = consume_all(seen["bootstrap"], "groundwork.samples.orders", 6, timeout=10)
         return 0
 
     monkeypatch.setattr(cli.subprocess, "call", ui)
@@ -148,6 +150,7 @@ def test_dev_starts_a_local_broker_for_the_ui_and_stops_it_after(tmp_path, monke
     assert result.exit_code == 0, result.output
     assert seen["bootstrap"].startswith("127.0.0.1:")
     assert seen["topic"] == SAMPLE_DOCUMENTS_TOPIC and len(seen["events"]) == 5
+    assert seen["sources"] == str(tmp_path / "home" / "dev" / "sources.yaml") and len(seen["orders"]) == 6
     assert "5 sample document events published" in " ".join(result.output.split())
     assert (tmp_path / "home" / "kafka" / "logs" / "meta.properties").exists()
     with pytest.raises(Exception, match="no Kafka broker answered"):

@@ -190,31 +190,63 @@ def test_the_documents_topic_has_its_lag_in_status_and_metrics_and_a_sensor(
         assert again.run_key == run.run_key, "the same backlog (nothing ingested since) is one run"
 
 
-def test_the_dev_scenario_publishes_sample_documents_once_and_they_reach_silver(
+def test_the_dev_scenario_publishes_sample_documents_and_orders_once_and_they_reach_silver(
     kafka_broker, spark, tmp_path
 ):
     """What `groundwork dev` sets up on its broker, materialized: the sample events' upserts in silver
-    documents, the deleted one gone, the scan quarantined; a second set-up publishes nothing again."""
+    documents, the deleted one gone, the scan quarantined; the sample record-topic source added to the
+    default contracts, its orders in silver (the newer version kept, the tombstone's key gone, the negative
+    amount quarantined, the counts reconciled); a second set-up publishes nothing again."""
     from assets.documents.topics import event_path
+    from assets.structured.contracts import load_sources
     from pipelines.cli import dev_topic_scenario
     from resources.lakehouse import Lakehouse
-    from tests.conftest import _materialize, make_settings, materialized
+    from resources.settings import DEFAULT_SOURCES_FILE
+    from tests.conftest import _materialize, make_settings, materialized, run_all
 
     env = {"GROUNDWORK_KAFKA_BOOTSTRAP": kafka_broker.bootstrap}
     env["GROUNDWORK_DOCUMENTS_TOPIC"] = topic = f"samples-{uuid.uuid4().hex[:8]}"
-    assert "5 sample document events published" in dev_topic_scenario(env, {})
-    assert "0 sample document events published (already published)" in dev_topic_scenario(env, {})
-    assert env["GROUNDWORK_DOCUMENTS_TOPIC"] == topic
+    home = tmp_path / "home"
+    said = " ".join(dev_topic_scenario(env, {}, home).split())
+    assert "5 sample document events published" in said
+    assert "topic source 'web_orders' on 'groundwork.samples.orders': 6 sample records published" in said
+    again = {"GROUNDWORK_KAFKA_BOOTSTRAP": kafka_broker.bootstrap, "GROUNDWORK_DOCUMENTS_TOPIC": topic}
+    said = " ".join(dev_topic_scenario(again, {}, home).split())  # the next `groundwork dev` session
+    assert "0 sample document events published (already published)" in said
+    assert "0 sample records published (already published)" in said
+    assert env["GROUNDWORK_DOCUMENTS_TOPIC"] == topic and again == env
+    contracts = {c.name: c for c in load_sources(env["GROUNDWORK_SOURCES_FILE"])}
+    assert set(contracts) == {c.name for c in load_sources(DEFAULT_SOURCES_FILE)} | {"web_orders"}
+    assert contracts["web_orders"].topic == "groundwork.samples.orders"
+    mine = {**env, "GROUNDWORK_SOURCES_FILE": "/my/sources.yaml"}  # one's own contracts are left alone
+    assert (
+        "web_orders" not in dev_topic_scenario(mine, {}, home)
+        and mine["GROUNDWORK_SOURCES_FILE"] == "/my/sources.yaml"
+    )
 
-    settings = make_settings(tmp_path / "home", kafka_bootstrap=kafka_broker.bootstrap, documents_topic=topic)
+    settings = make_settings(
+        home,
+        kafka_bootstrap=kafka_broker.bootstrap,
+        documents_topic=topic,
+        sources_file=env["GROUNDWORK_SOURCES_FILE"],
+    )
     Path(settings.documents_landing).mkdir(parents=True)
     selection = ["bronze_documents", "silver_documents"]
     meta = materialized(_materialize(settings, None, True, None, selection, {}))
     assert meta["bronze_documents"]["events_ingested"] == 5
     assert meta["silver_documents"]["documents_accepted"] == 2
     assert meta["silver_documents"]["documents_quarantined"] == 1
-    silver = {r.path for r in Lakehouse.from_settings(settings).read(spark, "silver_documents").collect()}
+    lakehouse = Lakehouse.from_settings(settings)
+    silver = {r.path for r in lakehouse.read(spark, "silver_documents").collect()}
     assert silver == {event_path(topic, "kb-1001"), event_path(topic, "kb-1003")}
+
+    orders = materialized(run_all(settings, selection=["bronze_web_orders", "silver_web_orders"]))
+    assert orders["bronze_web_orders"]["messages_ingested"] == 6
+    counts = orders["silver_web_orders"]
+    assert counts["records_landed"] == 6 and counts["records_quarantined"] == 1
+    assert counts["records_accepted"] + counts["records_quarantined"] + counts["records_duplicates"] == 6
+    rows = {r.order_id: r for r in lakehouse.read(spark, "silver_web_orders").collect()}
+    assert set(rows) == {"WO-1001", "WO-1003"} and rows["WO-1001"].status == "shipped"
 
 
 def test_the_worker_indexes_document_events_without_a_landed_file(kafka_broker, spark, tmp_path, monkeypatch):
