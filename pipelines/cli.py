@@ -129,13 +129,14 @@ def _prestart_engines(settings: Settings) -> None:
 
     def start() -> None:
         from assets.landing import landing_changed
+        from models.embedding_model import import_torch
         from resources.spark import Spark
 
         files = [c.name for c in load_sources(settings.sources_file) if not c.topic]
         sources = ["documents", *files]
         if landing_changed(settings, sources):
             Spark.from_settings(settings).session()
-            import sentence_transformers  # noqa: F401
+            import_torch()
 
     from assets.structured.contracts import load_sources
 

@@ -21,6 +21,8 @@ from great_expectations.checkpoint import UpdateDataDocsAction
 from great_expectations.core.run_identifier import RunIdentifier
 from great_expectations.data_context.types.base import ProgressBarsConfig
 
+from models.embedding_model import torch_import_excluded
+
 logging.getLogger("great_expectations").setLevel(logging.WARNING)
 
 
@@ -81,7 +83,7 @@ def validate(
     Rendering the docs is most of a small validation's time; without ``docs``, ``update_data_docs``
     renders this result's page later, if the caller keeps it.
     """
-    with _GX_LOCK:
+    with _GX_LOCK, torch_import_excluded():
         return _validate(df, suite_name, expectations, root, run_name, docs)
 
 
