@@ -66,6 +66,8 @@ class LevelResult:
     latencies_ms: list[float] = field(default_factory=list)
     errors: Counter = field(default_factory=Counter)
     versions: set = field(default_factory=set)
+    server_cores: float = float("nan")  # the server's CPU seconds per second of the level
+    client_cores: float = float("nan")  # the same for this process's client threads (same two cores)
 
     @property
     def rps(self) -> float:
@@ -170,10 +172,22 @@ class Load:
         self.result.seconds = time.perf_counter() - self._started
 
 
-def drive(port: int, key: str, queries: list[str], clients: int, mode: str, seconds: float) -> LevelResult:
+def process_cpu_s(pid: int) -> float:
+    """User + system CPU seconds of process ``pid``, all its threads (``/proc/<pid>/stat``)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def drive(
+    port: int, key: str, queries: list[str], clients: int, mode: str, seconds: float, server_pid: int
+) -> LevelResult:
+    server_before, clients_before = process_cpu_s(server_pid), time.process_time()
     with Load(port, key, queries, clients, mode, seed=clients) as load:
         time.sleep(seconds)
-    return load.result
+    result = load.result
+    result.server_cores = (process_cpu_s(server_pid) - server_before) / result.seconds
+    result.client_cores = (time.process_time() - clients_before) / result.seconds
+    return result
 
 
 def wait_healthy(port: int, server: subprocess.Popen, timeout_s: float = 600) -> None:
@@ -285,15 +299,16 @@ def main() -> None:
     results: list[LevelResult] = []
     try:
         wait_healthy(port, server)
-        drive(port, key, queries, 2, "mix", 2.0)  # warm-up
+        drive(port, key, queries, 2, "mix", 2.0, server.pid)  # warm-up
         for clients in [int(c) for c in args.levels.split(",")]:
             for mode in args.modes.split(","):
-                result = drive(port, key, queries, clients, mode, args.seconds)
+                result = drive(port, key, queries, clients, mode, args.seconds, server.pid)
                 results.append(result)
                 errors = ", ".join(f"{k} {v}" for k, v in sorted(result.errors.items())) or "none"
                 print(
                     f"  {clients:>2} clients {mode:<8} {result.rps:7.1f} req/s  p50 {result.pct(50):6.1f} ms"
-                    f"  p99 {result.pct(99):6.1f} ms  errors: {errors}",
+                    f"  p99 {result.pct(99):6.1f} ms  errors: {errors}  CPU: server "
+                    f"{result.server_cores:.2f} cores, clients {result.client_cores:.2f}",
                     flush=True,
                 )
         changes = None
