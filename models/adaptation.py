@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import NamedTuple
 
-from models.embedding_model import embedding_input, resolve_device
+from models.embedding_model import embedding_input, import_torch, resolve_device
 
 log = logging.getLogger(__name__)
 ADAPTATION_EXPERIMENT = "groundwork-embedder-adaptation"
@@ -281,6 +281,7 @@ def fine_tune(
 ) -> dict:
     """Fine-tune the model at ``base_path`` on ``pairs`` and save it to ``output``; returns what was done
     (device, steps, seconds, final loss). Same device choice as embedding: CUDA when torch sees it."""
+    import_torch()  # first, under the lock that the quality checks beside this step hold
     import torch
     from datasets import Dataset
     from sentence_transformers import (
