@@ -35,8 +35,9 @@ log = logging.getLogger(__name__)
 # Expectations' metrics reach) fails on a torch that another thread is still importing: "partially
 # initialized module 'torch' has no attribute 'Tensor'". A run's steps share a process (the quality checks
 # beside the embedding step, pipelines/executor.py; the CLI imports torch in the background), so torch is
-# first imported under this lock, and such code runs under it too.
-_TORCH_IMPORT_LOCK = threading.Lock()
+# first imported under this lock, and such code runs under it too. Reentrant, so that code under the guard
+# may load the model itself without deadlocking on its own thread.
+_TORCH_IMPORT_LOCK = threading.RLock()
 _torch_imported = threading.Event()
 
 
