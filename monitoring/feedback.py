@@ -12,10 +12,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pyarrow as pa
-from deltalake import DeltaTable, write_deltalake
+from deltalake import write_deltalake
 from deltalake.exceptions import TableNotFoundError
 
-from resources.lakehouse import commit_retried
+from resources.lakehouse import commit_retried, delta_dataset
 
 FEEDBACK_SCHEMA = pa.schema(
     [
@@ -50,7 +50,7 @@ def record_feedback(uri: str, row: dict, storage_options: dict[str, str] | None 
 
 def read_feedback(uri: str, storage_options: dict[str, str] | None = None) -> list[dict]:
     try:
-        return DeltaTable(uri, storage_options=storage_options or None).to_pyarrow_table().to_pylist()
+        return delta_dataset(uri, storage_options).to_table().to_pylist()
     except TableNotFoundError:
         return []
 

@@ -14,7 +14,7 @@ import pyarrow as pa
 from deltalake import write_deltalake
 from deltalake.exceptions import TableNotFoundError
 
-from resources.lakehouse import commit_retried, open_delta
+from resources.lakehouse import commit_retried, delta_dataset
 
 HISTORY_SCHEMA = pa.schema(
     [
@@ -63,7 +63,7 @@ def _append(uri: str, rows: list[dict], schema: pa.Schema, storage_options: dict
 
 def _read(uri: str, storage_options: dict[str, str] | None) -> pa.Table | None:
     try:
-        return open_delta(uri, storage_options).to_pyarrow_table()
+        return delta_dataset(uri, storage_options).to_table()
     except TableNotFoundError:
         return None
 

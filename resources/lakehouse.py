@@ -21,13 +21,15 @@ from typing import TYPE_CHECKING, TypeVar
 
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.fs as pafs
 from deltalake import DeltaTable as RsDeltaTable
 from deltalake.exceptions import CommitFailedError, TableNotFoundError
 from pydantic import BaseModel
 
-from resources.settings import Settings
+from resources.settings import Settings, is_s3
 
 if TYPE_CHECKING:  # Spark is imported by the methods that write; reads (status, serving) need no JVM
+    import pyarrow.dataset as ds
     from pyspark.sql import DataFrame, SparkSession
     from pyspark.sql import types as T
 
@@ -101,7 +103,7 @@ class Lakehouse(BaseModel):
 
     def row_count(self, name: str) -> int:
         """Rows in the current version, from the Delta log's file statistics (no data read, no JVM)."""
-        return open_delta(self.table_path(name), self.storage_options).to_pyarrow_dataset().count_rows()
+        return delta_dataset(self.table_path(name), self.storage_options).count_rows()
 
     def info(self, name: str) -> TableInfo | None:
         return table_info(name, self.table_path(name), self.storage_options)
@@ -301,6 +303,38 @@ def open_delta(path: str, storage_options: dict[str, str] | None = None) -> RsDe
     return RsDeltaTable(path, storage_options=storage_options_for(path, storage_options))
 
 
+def delta_dataset(
+    path: str, storage_options: dict[str, str] | None = None, table: RsDeltaTable | None = None
+) -> ds.Dataset:
+    """The table's current version as an Arrow dataset, read through one of Arrow's own filesystems.
+    Through delta-rs's default (a Python filesystem handler, which Arrow's I/O threads call back into), a
+    process that read a table aborted at exit in 12 of 30 runs here, local or S3 alike ("terminate called
+    without an active exception", deltalake 1.6 / pyarrow 25)."""
+    table = table or open_delta(path, storage_options)
+    return table.to_pyarrow_dataset(
+        filesystem=_arrow_filesystem(path, storage_options_for(path, storage_options))
+    )
+
+
+def _arrow_filesystem(path: str, storage_options: dict[str, str] | None) -> pafs.FileSystem | None:
+    """Arrow's filesystem rooted at the table: local, or S3 with the same options delta-rs gets
+    (credentials from the environment, as both read them); other stores keep delta-rs's handler."""
+    root = local_path(path)
+    if root is not None:
+        return pafs.SubTreeFileSystem(str(root.resolve()), pafs.LocalFileSystem())
+    if not is_s3(path):
+        return None
+    options = {key.lower(): value for key, value in (storage_options or {}).items()}
+    s3 = pafs.S3FileSystem(
+        access_key=options.get("aws_access_key_id"),
+        secret_key=options.get("aws_secret_access_key"),
+        session_token=options.get("aws_session_token"),
+        region=options.get("aws_region") or None,
+        endpoint_override=options.get("aws_endpoint") or options.get("aws_endpoint_url") or None,
+    )
+    return pafs.SubTreeFileSystem(path.split("://", 1)[1].rstrip("/"), s3)
+
+
 def table_version(path: str, storage_options: dict[str, str] | None = None) -> int | None:
     """The table's current Delta version, or None where no table exists yet (no JVM needed)."""
     try:
@@ -316,7 +350,7 @@ def table_info(name: str, path: str, storage_options: dict[str, str] | None = No
         return None
     history = table.history(1)
     updated = datetime.fromtimestamp(history[0]["timestamp"] / 1000, tz=UTC) if history else datetime.now(UTC)
-    rows = table.to_pyarrow_dataset().count_rows()
+    rows = delta_dataset(path, storage_options, table).count_rows()
     return TableInfo(name, path, table.version(), rows, updated)
 
 
@@ -327,7 +361,7 @@ def read_table(
     where: pc.Expression | None = None,
 ) -> pa.Table:
     """Read a (small) Delta table into Arrow without Spark; ``where`` skips files by their statistics."""
-    return open_delta(path, storage_options).to_pyarrow_dataset().to_table(columns=columns, filter=where)
+    return delta_dataset(path, storage_options).to_table(columns=columns, filter=where)
 
 
 def local_path(uri: str) -> Path | None:

@@ -17,8 +17,10 @@ from datetime import UTC, datetime
 from typing import Literal
 
 import pyarrow as pa
-from deltalake import DeltaTable, write_deltalake
+from deltalake import write_deltalake
 from deltalake.exceptions import TableNotFoundError
+
+from resources.lakehouse import delta_dataset
 
 log = logging.getLogger(__name__)
 QueryPolicy = Literal["text", "hash"]
@@ -147,7 +149,7 @@ class AuditLog:
 
 def read_audit(uri: str, storage_options: dict[str, str] | None = None) -> pa.Table:
     """The whole audit table (tests, `groundwork` tooling)."""
-    return DeltaTable(uri, storage_options=storage_options or None).to_pyarrow_table()
+    return delta_dataset(uri, storage_options).to_table()
 
 
 def audited_request(uri: str, request_id: str, storage_options: dict[str, str] | None = None) -> dict | None:
@@ -155,7 +157,7 @@ def audited_request(uri: str, request_id: str, storage_options: dict[str, str] |
     import pyarrow.dataset as ds
 
     try:
-        dataset = DeltaTable(uri, storage_options=storage_options or None).to_pyarrow_dataset()
+        dataset = delta_dataset(uri, storage_options)
     except TableNotFoundError:
         return None
     rows = dataset.to_table(filter=ds.field("request_id") == request_id).to_pylist()
@@ -167,7 +169,7 @@ def audit_since(uri: str, since: datetime, storage_options: dict[str, str] | Non
     import pyarrow.dataset as ds
 
     try:
-        dataset = DeltaTable(uri, storage_options=storage_options or None).to_pyarrow_dataset()
+        dataset = delta_dataset(uri, storage_options)
     except TableNotFoundError:
         return None
     return dataset.to_table(filter=ds.field("at") >= pa.scalar(since, pa.timestamp("us", tz="UTC")))
@@ -179,7 +181,7 @@ def tokens_spent_since(
     """Generated tokens (prompt + completion) per caller since ``since``, from the audit table: where the
     per-key token budgets start when a server starts, so a restart does not reset a day's account."""
     try:
-        dataset = DeltaTable(uri, storage_options=storage_options or None).to_pyarrow_dataset()
+        dataset = delta_dataset(uri, storage_options)
     except TableNotFoundError:
         return {}
     columns = ["caller", "prompt_tokens", "completion_tokens"]

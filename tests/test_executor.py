@@ -27,7 +27,7 @@ from deltalake import DeltaTable, write_deltalake
 
 from pipelines.cli import execute_with_job_executor
 from pipelines.executor import threaded_executor
-from resources.lakehouse import Lakehouse, commit_retried
+from resources.lakehouse import Lakehouse, commit_retried, read_table
 from resources.spark import Spark
 
 STEP_S = 1.0
@@ -211,7 +211,7 @@ def test_a_commit_that_loses_the_race_to_another_writer_is_retried_from_a_fresh_
 
     commit_retried(path, merge_b)
     assert len(attempts) == 2 and attempts[1] > attempts[0]
-    assert sorted(DeltaTable(path).to_pyarrow_table().column("key").to_pylist()) == ["a", "b", "x"]
+    assert sorted(read_table(path).column("key").to_pylist()) == ["a", "b", "x"]
 
 
 # In a fresh interpreter: one thread imports torch as the embedding step (or the CLI's head start) does,
