@@ -103,12 +103,13 @@ class Settings(BaseSettings):
         "while each waits on Spark; 1 runs one step at a time.",
     )
     spark_driver_java_options: str = Field(
-        "-XX:TieredStopAtLevel=1",
+        "-XX:TieredStopAtLevel=1 -XX:ReservedCodeCacheSize=240m",
         description="JVM options of the Spark driver (`spark.driver.extraJavaOptions`; the class data "
         "archive `make setup` records is added to them). The default compiles with C1 only: on small "
-        "batches, C2 took half of a run's CPU time (docs/benchmarks.md, Start-up). Set it empty for long, "
-        "CPU-heavy jobs in local mode, where the driver is the executor; executors on a cluster keep "
-        "the JVM's defaults.",
+        "batches, C2 took half of a run's CPU time (docs/benchmarks.md, Start-up). It keeps the JVM's usual "
+        '240 MB code cache: C1 alone shrinks it to 48 MB, which a long-lived process filled ("Out of space '
+        'in CodeCache for adapters" ended its JVM). Set it empty for long, CPU-heavy jobs in local mode, '
+        "where the driver is the executor; executors on a cluster keep the JVM's defaults.",
     )
     spark_shuffle_partitions: int = Field(
         4,

@@ -159,6 +159,13 @@ def test_the_driver_jvm_runs_with_the_settings_options_and_the_recorded_class_ar
     arguments = list(jvm.java.lang.management.ManagementFactory.getRuntimeMXBean().getInputArguments())
     assert f"-XX:SharedArchiveFile={archive}" in arguments
     assert set(settings.spark_driver_java_options.split()) <= set(arguments)
+    # C1 only, with the usual code cache: C1 alone would shrink it to 48 MB, which a long-lived session filled
+    # ("Out of space in CodeCache for adapters" ended a test worker's JVM).
+    hotspot = jvm.java.lang.management.ManagementFactory.getPlatformMXBean(
+        jvm.java.lang.Class.forName("com.sun.management.HotSpotDiagnosticMXBean")
+    )
+    assert hotspot.getVMOption("TieredStopAtLevel").getValue() == "1"
+    assert int(hotspot.getVMOption("ReservedCodeCacheSize").getValue()) >= 240 * 1024 * 1024
     # The JVM validated the archive and mapped it: Spark's own classes came from it, not from their jars
     # (the JDK's own archive alone holds about 1,300 of the classes a session loads; with it, about 10,000).
     counters = subprocess.run(
