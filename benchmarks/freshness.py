@@ -223,7 +223,12 @@ def main() -> None:
             print(f"  {relative}: searchable after {seconds:.1f}s", flush=True)
     finally:
         os.killpg(server.pid, signal.SIGTERM)
-        server.wait(timeout=60)
+        try:
+            server.wait(timeout=60)
+        except subprocess.TimeoutExpired:  # a worker run mid-batch can hold dagster dev's shutdown up
+            print("dagster dev still running 60 s after SIGTERM: killing its process group", flush=True)
+            os.killpg(server.pid, signal.SIGKILL)
+            server.wait(timeout=60)
         log.close()
         if broker is not None:
             broker.stop()
