@@ -18,15 +18,11 @@ import argparse
 import tempfile
 from pathlib import Path
 
-import lancedb
-
-from benchmarks._corpus import gold_table
-from benchmarks.retrieval_quality import GOLD, groundwork_rows, load_corpus
+from benchmarks.retrieval_quality import GOLD, groundwork_rows, indexed_searcher, load_corpus
 from models.evaluation import load_gold
 from resources.embedder import Embedder
-from resources.lancedb.sync import sync_embeddings
 from resources.settings import Settings
-from serving.search import HYBRID_CANDIDATES, RRF_K, Searcher
+from serving.search import HYBRID_CANDIDATES, RRF_K
 
 HELD_OUT = GOLD.with_name("git-doc-heldout.jsonl")
 RRF_CONSTANTS = (1, 5, 10, 20, 40, 60)
@@ -67,19 +63,7 @@ def main() -> None:
     embedder = Embedder(device="cpu")
     settings = Settings(home=Path(tempfile.gettempdir()) / "groundwork-bench")
     rows = groundwork_rows(load_corpus(args.corpus), settings, embedder.path)
-    with tempfile.TemporaryDirectory() as folder:
-        db = lancedb.connect(folder)
-        sync_embeddings(
-            db,
-            "bench",
-            gold_table(rows),
-            0,
-            embedder.encode,
-            embedder.dimension,
-            embedder.model_name,
-            embedder.version,
-        )
-        searcher = Searcher(db, "bench", embedder)
+    with indexed_searcher(rows, embedder) as searcher:
 
         def candidates(questions) -> dict[str, tuple[list[str], list[str]]]:
             return {

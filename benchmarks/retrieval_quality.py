@@ -33,6 +33,8 @@ import argparse
 import platform
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import lancedb
@@ -208,8 +210,9 @@ def main() -> None:
     )
 
 
-def groundwork_report(rows: list[dict], embedder: Embedder, gold, k: int) -> EvaluationReport:
-    """Embed ``rows`` as ``chunk_embeddings`` does and evaluate every mode with ``Searcher``."""
+@contextmanager
+def indexed_searcher(rows: list[dict], embedder: Embedder) -> Iterator[Searcher]:
+    """``rows`` embedded as ``chunk_embeddings`` embeds them, in a temporary LanceDB, behind ``Searcher``."""
     with tempfile.TemporaryDirectory() as folder:
         db = lancedb.connect(folder)
         sync_embeddings(
@@ -222,7 +225,12 @@ def groundwork_report(rows: list[dict], embedder: Embedder, gold, k: int) -> Eva
             embedder.model_name,
             embedder.version,
         )
-        searcher = Searcher(db, "bench", embedder)
+        yield Searcher(db, "bench", embedder)
+
+
+def groundwork_report(rows: list[dict], embedder: Embedder, gold, k: int) -> EvaluationReport:
+    """Embed ``rows`` as ``chunk_embeddings`` does and evaluate every mode with ``Searcher``."""
+    with indexed_searcher(rows, embedder) as searcher:
         return evaluate(
             searcher_function(searcher), gold, k=k, modes=MODES, indexed_paths=indexed_paths(searcher.table)
         )
