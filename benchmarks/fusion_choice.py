@@ -4,8 +4,8 @@ Issue 22 allows fusion weights only when they are chosen on held-out questions, 
 ``benchmarks/gold/git-doc-heldout.jsonl`` holds 46 questions written by hand from the same 68 pages as
 ``retrieval_quality`` indexes, phrased as a user would ask, none of them a gold question (checked here).
 The champion's chunks are indexed as ``retrieval_quality`` indexes them; each question's vector and
-full-text candidates (``HYBRID_CANDIDATES`` chunks each, as ``Searcher`` fetches them) are fused per
-document as ``fuse_by_document`` fuses them, over a grid of the RRF constant and the full-text weight.
+full-text candidates (``HYBRID_CANDIDATES`` chunks each, as ``Searcher`` fetches them) are fused by
+``fuse_by_document`` itself, over a grid of the RRF constant and the full-text weight.
 The best pair on the held-out questions (hit@5, then MRR@10) is then measured on the gold set beside
 the product's default (k 60, weight 1).
 
@@ -22,25 +22,23 @@ from benchmarks.retrieval_quality import GOLD, groundwork_rows, indexed_searcher
 from models.evaluation import load_gold
 from resources.embedder import Embedder
 from resources.settings import Settings
-from serving.search import HYBRID_CANDIDATES, RRF_K
+from serving.search import HYBRID_CANDIDATES, RRF_K, fuse_by_document
 
 HELD_OUT = GOLD.with_name("git-doc-heldout.jsonl")
 RRF_CONSTANTS = (1, 5, 10, 20, 40, 60)
 FULLTEXT_WEIGHTS = (0.5, 0.75, 1.0, 1.5, 2.0)
 
 
-def documents(hits) -> list[str]:
+def documents(rows: list[dict]) -> list[str]:
     """Pages in the order of their best chunk."""
-    return list(dict.fromkeys(hit.path for hit in hits))
+    return list(dict.fromkeys(row["path"] for row in rows))
 
 
-def fused(vector: list[str], fulltext: list[str], rrf_k: int, fulltext_weight: float) -> list[str]:
-    """Document-level RRF as ``fuse_by_document`` scores pages, with a weight on the full-text list."""
-    score: dict[str, float] = {}
-    for pages, weight in ((vector, 1.0), (fulltext, fulltext_weight)):
-        for rank, page in enumerate(pages, start=1):
-            score[page] = score.get(page, 0.0) + weight / (rrf_k + rank)
-    return sorted(score, key=lambda page: -score[page])
+def fused(vector: list[dict], fulltext: list[dict], rrf_k: int, fulltext_weight: float) -> list[str]:
+    """Pages in the order ``fuse_by_document`` puts them, with a weight on the full-text list."""
+    return documents(
+        [row for row, _ in fuse_by_document(vector, fulltext, rrf_k=rrf_k, weights=[1.0, fulltext_weight])]
+    )
 
 
 def hit_and_mrr(ranked: dict[str, list[str]], questions) -> tuple[float, float]:
@@ -65,10 +63,10 @@ def main() -> None:
     rows = groundwork_rows(load_corpus(args.corpus), settings, embedder.path)
     with indexed_searcher(rows, embedder) as searcher:
 
-        def candidates(questions) -> dict[str, tuple[list[str], list[str]]]:
+        def candidates(questions) -> dict[str, tuple[list[dict], list[dict]]]:
             return {
                 q.query: tuple(
-                    documents(searcher.search(q.query, k=HYBRID_CANDIDATES, mode=mode))
+                    [hit.to_dict() for hit in searcher.search(q.query, k=HYBRID_CANDIDATES, mode=mode)]
                     for mode in ("vector", "fulltext")
                 )
                 for q in questions
@@ -80,7 +78,7 @@ def main() -> None:
         return hit_and_mrr({q: fused(v, f, rrf_k, weight) for q, (v, f) in lists.items()}, questions)
 
     for index, mode in enumerate(("vector", "fulltext")):
-        hit, mrr = hit_and_mrr({q: lists[index] for q, lists in held_lists.items()}, held_out)
+        hit, mrr = hit_and_mrr({q: documents(lists[index]) for q, lists in held_lists.items()}, held_out)
         print(f"held-out {mode:<9} hit@5 {hit:.3f}  MRR@10 {mrr:.3f}")
     grid = {(k, w): measure(held_lists, held_out, k, w) for k in RRF_CONSTANTS for w in FULLTEXT_WEIGHTS}
     for (k, w), (hit, mrr) in sorted(grid.items(), key=lambda item: (-item[1][0], -item[1][1])):

@@ -561,7 +561,9 @@ def _score(row: dict, mode: SearchMode) -> float:
     return round(float(row["_score"]), 4)
 
 
-def fuse_by_document(*ranked_lists: list[dict], rrf_k: int = RRF_K) -> list[tuple[dict, float]]:
+def fuse_by_document(
+    *ranked_lists: list[dict], rrf_k: int = RRF_K, weights: Sequence[float] | None = None
+) -> list[tuple[dict, float]]:
     """Reciprocal-rank fusion of documents, then their chunks: (row, score) pairs, best first.
 
     Each list counts a document once, at the rank of its best chunk, so a page that fills one mode's
@@ -572,18 +574,20 @@ def fuse_by_document(*ranked_lists: list[dict], rrf_k: int = RRF_K) -> list[tupl
     score (ranks 2 and 3 against 3 and 2 are frequent) keep the order of the first list, the vector one
     in ``Searcher.search``. The score is the document's fused score, capped by the score before it so
     that scores never increase down the list (a second round's chunk scores as the last first-round one).
+    ``weights`` (one per list, 1 each by default) scale each list's contributions
+    (``benchmarks/fusion_choice.py`` measures weights chosen on held-out questions).
     """
     document_score: dict[str, float] = {}
     chunk_score: dict[str, float] = {}
     rows: dict[str, dict] = {}
-    for ranked in ranked_lists:
+    for ranked, weight in zip(ranked_lists, weights or [1.0] * len(ranked_lists), strict=True):
         documents: dict[str, None] = {}
         for rank, row in enumerate(ranked, start=1):
-            chunk_score[row["chunk_id"]] = chunk_score.get(row["chunk_id"], 0.0) + 1.0 / (rrf_k + rank)
+            chunk_score[row["chunk_id"]] = chunk_score.get(row["chunk_id"], 0.0) + weight / (rrf_k + rank)
             rows.setdefault(row["chunk_id"], row)
             documents.setdefault(row["document_id"], None)
         for rank, document in enumerate(documents, start=1):
-            document_score[document] = document_score.get(document, 0.0) + 1.0 / (rrf_k + rank)
+            document_score[document] = document_score.get(document, 0.0) + weight / (rrf_k + rank)
     documents = sorted(document_score, key=lambda d: -document_score[d])  # stable: first list's order
     chunks_of: dict[str, list[str]] = {d: [] for d in documents}
     for c in sorted(rows, key=lambda c: -chunk_score[c]):

@@ -32,5 +32,14 @@ def test_a_tie_keeps_the_first_lists_order():
     assert [row["document_id"] for row, _ in fuse_by_document(fulltext, vector)] == ["Y", "X"]
 
 
+def test_a_weight_on_one_list_lets_its_top_document_lead():
+    vector = _rows(("x1", "X"), ("y1", "Y"))
+    fulltext = _rows(("y2", "Y"))
+    # Unweighted, Y (in both lists) leads; with the first list weighted 4 and k 1, X does: 4/2 > 4/3 + 1/2.
+    assert [row["chunk_id"] for row, _ in fuse_by_document(vector, fulltext)] == ["y2", "x1", "y1"]
+    weighted = fuse_by_document(vector, fulltext, rrf_k=1, weights=[4.0, 1.0])
+    assert [row["chunk_id"] for row, _ in weighted] == ["x1", "y1", "y2"]
+
+
 def test_no_candidates_means_no_results():
     assert fuse_by_document([], []) == []
