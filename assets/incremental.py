@@ -4,13 +4,17 @@
 after the version they last applied (Change Data Feed), quarantine what they reject and MERGE the rest;
 every write of the run carries the transaction id (target <- upstream, upstream version), so a re-run
 after a crash neither skips nor repeats a change, and the applied version is kept in the target's Delta
-log. With nothing new, no Spark session starts.
+log. With nothing new, no Spark session starts. The documents' assets apply a small increment (at most
+``small_increment_max_rows`` upstream changes, ``pending_small_increment``) in-process with the same
+rules, transaction ids and quarantine: one document's event costs a Spark MERGE's seconds otherwise.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
+
+import pyarrow as pa
 
 from assets.quarantine import to_quarantine, write_quarantine
 from resources.lakehouse import Lakehouse
@@ -40,6 +44,31 @@ def pending_increment(spark: Spark, lakehouse: Lakehouse, upstream: str, target:
     session = spark.session()
     changes = lakehouse.changes(session, upstream, applied)
     return Increment(session, changes, upstream_version, (app_id, upstream_version))
+
+
+@dataclass(frozen=True)
+class SmallIncrement:
+    """An increment small enough to apply in-process: its upstream changes as Arrow."""
+
+    changes: pa.Table  # with ``_change_type`` and ``_commit_version``, as ``Increment.changes``
+    upstream_version: int
+    txn: tuple[str, int]
+
+
+def pending_small_increment(lakehouse: Lakehouse, upstream: str, target: str) -> SmallIncrement | None:
+    """The changes ``target`` has not applied yet when there are at most ``small_increment_max_rows`` of
+    them; None when it is up to date or the increment is Spark's (``pending_increment``)."""
+    app_id = f"{target}<-{upstream}"
+    upstream_version = lakehouse.version(upstream)
+    applied = lakehouse.transaction_version(target, app_id)
+    if upstream_version is None or (applied is not None and applied >= upstream_version):
+        return None
+    if lakehouse.small_increment_max_rows <= 0:
+        return None
+    changes = lakehouse.changes_arrow(upstream, applied, lakehouse.small_increment_max_rows)
+    if changes is None:
+        return None
+    return SmallIncrement(changes, upstream_version, (app_id, upstream_version))
 
 
 def quarantine_rejected(

@@ -72,6 +72,32 @@ def to_quarantine(
     )
 
 
+def quarantine_rows(rejected, source: str, source_file, line, record_key, raw) -> pa.Table:
+    """``to_quarantine`` for rejected rows in a pandas frame (a small increment's): the arguments after
+    ``source`` are each a Series aligned with ``rejected`` (or None for a null column)."""
+    import pandas as pd
+
+    def column(values) -> list:
+        if values is None:
+            return [None] * len(rejected)
+        return [None if pd.isna(v) else v for v in pd.Series(values, index=rejected.index)]
+
+    raw_text = [None if v is None else str(v)[:RAW_LIMIT] for v in column(raw)]
+    return pa.table(
+        {
+            "source": [source] * len(rejected),
+            "source_file": [None if v is None else str(v) for v in column(source_file)],
+            "line": [None if v is None else int(v) for v in column(line)],
+            "record_key": [None if v is None else str(v) for v in column(record_key)],
+            "raw": raw_text,
+            "reason": [None if v is None else str(v) for v in column(rejected["reason"])],
+            "run_id": [None if v is None else str(v) for v in column(rejected["run_id"])],
+            "quarantined_at": [datetime.now(UTC)] * len(rejected),
+        },
+        schema=QUARANTINE_SCHEMA,
+    )
+
+
 def read_quarantine(lakehouse: Lakehouse):
     """Every layer's quarantine as one pandas frame with a ``layer`` column (no JVM: delta-rs)."""
     import pandas as pd
@@ -97,12 +123,14 @@ def last_ingestion_runs(lakehouse: Lakehouse) -> list[dict]:
     return latest.to_dict("records")
 
 
-def write_quarantine(lakehouse: Lakehouse, layer: str, rows: DataFrame, txn: tuple[str, int]) -> int:
+def write_quarantine(
+    lakehouse: Lakehouse, layer: str, rows: DataFrame | pa.Table, txn: tuple[str, int]
+) -> int:
     """Record rejected rows once: a replayed batch (same ``txn``) or the same rejection seen again on a
     rebuilt partition is not added twice. Rejections are few, so they are collected in one Spark job
-    and inserted with delta-rs: a Spark MERGE (and the emptiness check before it) cost 2-3 s per layer
-    and step on local Spark, whatever the batch size."""
-    rejected = rows.toArrow().cast(QUARANTINE_SCHEMA)
+    (or come in Arrow from a small increment) and inserted with delta-rs: a Spark MERGE (and the
+    emptiness check before it) cost 2-3 s per layer and step on local Spark, whatever the batch size."""
+    rejected = (rows if isinstance(rows, pa.Table) else rows.toArrow()).cast(QUARANTINE_SCHEMA)
     return lakehouse.insert_new(quarantine_table(layer), rejected, QUARANTINE_KEYS, txn)
 
 

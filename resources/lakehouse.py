@@ -1,9 +1,10 @@
 """Where the Delta tables and landing zones live, and the one way to read and write them.
 
 Writes of pipeline data go through Spark (the pipelines' engine). Quick reads of metadata and small
-tables (the CLI, serving, tests) and small bookkeeping writes (quarantined rows, check results, run
-reconciliations) use delta-rs through the ``deltalake`` package, which needs no JVM: a Spark MERGE costs
-seconds on local Spark however few its rows.
+tables (the CLI, serving, tests), small bookkeeping writes (quarantined rows, check results, run
+reconciliations) and the documents' small increments (``changes_arrow``, ``merge_arrow``: a document
+event applied in seconds) use delta-rs through the ``deltalake`` package, which needs no JVM: a Spark
+MERGE costs seconds on local Spark however few its rows.
 """
 
 from __future__ import annotations
@@ -63,6 +64,8 @@ class Lakehouse(BaseModel):
     storage_options: dict[str, str] = {}
     # VACUUM keeps files that any version younger than this still needs (maintenance job).
     vacuum_retain_hours: float = 168.0
+    # Documents' increments of up to this many upstream changes are applied in-process (delta-rs); 0: Spark.
+    small_increment_max_rows: int = 1000
 
     @classmethod
     def from_settings(cls, s: Settings):
@@ -73,6 +76,7 @@ class Lakehouse(BaseModel):
             stream_max_files_per_batch=s.stream_max_files_per_batch,
             storage_options=s.object_store_options(),
             vacuum_retain_hours=s.delta_vacuum_retain_hours,
+            small_increment_max_rows=s.small_increment_max_rows,
         )
 
     def landing_path(self, source: str) -> str:
@@ -101,6 +105,14 @@ class Lakehouse(BaseModel):
             json.loads(open_delta(self.table_path(name), self.storage_options).schema().to_json())
         )
 
+    def arrow_schema(self, name: str) -> pa.Schema | None:
+        """The table's columns as an Arrow schema (plain strings), or None where no table exists yet."""
+        try:
+            table = open_delta(self.table_path(name), self.storage_options)
+        except TableNotFoundError:
+            return None
+        return _plain_types(pa.schema(table.schema().to_arrow()))
+
     def row_count(self, name: str) -> int:
         """Rows in the current version, from the Delta log's file statistics (no data read, no JVM)."""
         return delta_dataset(self.table_path(name), self.storage_options).count_rows()
@@ -113,6 +125,13 @@ class Lakehouse(BaseModel):
     ) -> pa.Table:
         """A (small) table, or the rows matching ``where``, into Arrow without Spark."""
         return read_table(self.table_path(name), columns, self.storage_options, where)
+
+    def read_arrow_where_in(self, name: str, column: str, values: Sequence[str]) -> pa.Table:
+        """The rows whose string ``column`` is one of ``values``. The cast keeps Arrow from testing the
+        values against the file statistics, which it types ``string_view`` for files delta-rs wrote:
+        pyarrow 25 has no kernel that compares ``string`` with ``string_view``."""
+        wanted = pc.field(column).cast(pa.string()).isin(pa.array(list(values), pa.string()))
+        return self.read_arrow(name, where=wanted)
 
     def transaction_version(self, name: str, app_id: str) -> int | None:
         """The last ``txn_version`` an idempotent writer ``app_id`` committed to the table, if any."""
@@ -211,6 +230,92 @@ class Lakehouse(BaseModel):
             .drop("_commit_timestamp")
         )
 
+    def changes_arrow(self, name: str, after_version: int | None, max_rows: int) -> pa.Table | None:
+        """``changes`` without Spark, for a small increment: the rows written after ``after_version`` (the
+        whole table if None) with ``_change_type`` and ``_commit_version``, or None when there are more
+        than ``max_rows`` (read no further: that increment is Spark's)."""
+        table = open_delta(self.table_path(name), self.storage_options)
+        current = table.version()
+        if after_version is None:
+            dataset = delta_dataset(self.table_path(name), self.storage_options, table)
+            if dataset.count_rows() > max_rows:
+                return None
+            rows = dataset.to_table()
+            return rows.append_column("_change_type", pa.array(["insert"] * rows.num_rows)).append_column(
+                "_commit_version", pa.array([current] * rows.num_rows, pa.int64())
+            )
+        reader = pa.RecordBatchReader.from_stream(table.load_cdf(starting_version=after_version + 1))
+        batches, count = [], 0
+        for batch in reader:
+            count += batch.num_rows
+            if count > max_rows:
+                return None
+            batches.append(batch)
+        rows = pa.Table.from_batches(batches, reader.schema).drop_columns(["_commit_timestamp"])
+        schema = _plain_types(rows.schema)
+        return rows.cast(
+            schema.set(schema.get_field_index("_commit_version"), pa.field("_commit_version", pa.int64()))
+        )
+
+    def merge_arrow(
+        self,
+        rows: pa.Table,
+        name: str,
+        keys: Sequence[str],
+        changed_when: str | None = None,
+        txn: tuple[str, int] | None = None,
+    ) -> int:
+        """``apply_changes`` for a small increment already in Arrow: one delta-rs MERGE with the same
+        rules (``_delete`` rows delete, matched rows are rewritten only when ``changed_when``), the same
+        Change Data Feed and the same transaction id (a writer that committed ``txn`` writes nothing
+        again). Creates the table, with Change Data Feed, on its first write."""
+        path = self.table_path(name)
+        return commit_retried(path, lambda: self._merge_arrow(rows, name, keys, changed_when, txn))
+
+    def _merge_arrow(
+        self,
+        rows: pa.Table,
+        name: str,
+        keys: Sequence[str],
+        changed_when: str | None,
+        txn: tuple[str, int] | None,
+    ) -> int:
+        from deltalake import CommitProperties, Transaction, write_deltalake
+
+        path = self.table_path(name)
+        commit = CommitProperties(app_transactions=[Transaction(txn[0], txn[1])]) if txn else None
+        columns = [c for c in rows.column_names if c != "_delete"]
+        try:
+            table = open_delta(path, self.storage_options)
+        except TableNotFoundError:
+            live = rows.filter(pc.invert(rows["_delete"])).select(columns)
+            write_deltalake(
+                path,
+                live,
+                mode="append",
+                configuration=CHANGE_DATA_FEED,
+                storage_options=storage_options_for(path, self.storage_options),
+                commit_properties=commit,
+            )
+            return self.version(name) or 0
+        if txn and (table.transaction_version(txn[0]) or -1) >= txn[1]:
+            return table.version()
+        values = {f"`{c}`": f"s.`{c}`" for c in columns}
+        keep = "NOT s._delete"
+        on = " AND ".join(f"(t.`{k}` IS NOT DISTINCT FROM s.`{k}`)" for k in keys)
+        (
+            table.merge(
+                rows, on, source_alias="s", target_alias="t", merge_schema=True, commit_properties=commit
+            )
+            .when_matched_delete(predicate="s._delete")
+            .when_matched_update(
+                updates=values, predicate=f"{keep} AND ({changed_when})" if changed_when else keep
+            )
+            .when_not_matched_insert(updates=values, predicate=keep)
+            .execute()
+        )
+        return table.version()
+
     def apply_changes(
         self,
         spark: SparkSession,
@@ -251,6 +356,18 @@ class Lakehouse(BaseModel):
         with idempotent_dml(spark, txn):
             merge.execute()
         return self.version(name) or 0
+
+
+def _plain_types(schema: pa.Schema) -> pa.Schema:
+    """delta-rs reads strings as ``string_view``; pandas and the writers take plain strings."""
+    return pa.schema(
+        [
+            f.with_type(pa.string())
+            if pa.types.is_string_view(f.type) or pa.types.is_large_string(f.type)
+            else f
+            for f in schema
+        ]
+    )
 
 
 def commit_retried(path: str, write: Callable[[], _T]) -> _T:

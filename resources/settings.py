@@ -465,6 +465,15 @@ class Settings(BaseSettings):
         "with fewer it passes and says so.",
     )
 
+    small_increment_max_rows: int = Field(
+        1000,
+        ge=0,
+        description="`silver_documents` and `document_chunks` apply an increment of up to this many upstream "
+        "changes in-process (delta-rs and pandas: the same rules, MERGE, transaction id and quarantine, "
+        "without a Spark job), so a document event is searchable in seconds; larger increments run on "
+        "Spark. 0: always Spark.",
+    )
+
     # Quality, maintenance, retries.
     quality_pandas_max_rows: int = Field(
         200_000,

@@ -43,43 +43,49 @@ def index_hash(content_hash: str, groups) -> str:
     return hashlib.sha256(f"{content_hash}|{','.join(sorted(groups))}".encode()).hexdigest()[:32]
 
 
-def chunk_documents(documents: DataFrame, model_path: str, max_tokens: int, overlap_tokens: int) -> DataFrame:
-    """Silver documents → one row per chunk (the chunker runs inside Spark's Python workers).
+def chunk_rows(documents: pd.DataFrame, chunker: Chunker) -> pd.DataFrame:
+    """Silver documents (``document_id``, ``path``, ``title``, ``media_type``, ``text``, ``access_groups``,
+    ``sha256``) → one row per chunk, in ``CHUNK_SCHEMA``'s columns.
 
     PII is redacted from the whole document before chunking, so token bounds hold for what is embedded
     and original PII never reaches the gold table or the index; ``document_pii`` counts what was replaced.
     """
+    rows = []
+    for doc in documents.itertuples(index=False):
+        paged = doc.media_type == "application/pdf"
+        text, title = redact(doc.text), redact(doc.title or "")
+        pii = {
+            k: text.counts.get(k, 0) + title.counts.get(k, 0) for k in sorted({*text.counts, *title.counts})
+        }
+        for c in chunker.chunk(doc.document_id, title.text, text.text, paged=paged):
+            rows.append(
+                {
+                    "chunk_id": c.chunk_id,
+                    "document_id": doc.document_id,
+                    "chunk_index": c.chunk_index,
+                    "path": doc.path,
+                    "title": title.text,
+                    "media_type": doc.media_type,
+                    "heading_path": c.heading_path,
+                    "page": c.page,
+                    "text": c.text,
+                    "token_count": c.token_count,
+                    "content_hash": index_hash(c.content_hash, doc.access_groups),
+                    "access_groups": list(doc.access_groups),
+                    "source_sha256": doc.sha256,
+                    "document_pii": pii,
+                }
+            )
+    return pd.DataFrame(rows, columns=CHUNK_SCHEMA.fieldNames()).astype({"page": "Int32"})
+
+
+def chunk_documents(documents: DataFrame, model_path: str, max_tokens: int, overlap_tokens: int) -> DataFrame:
+    """Silver documents → one row per chunk (``chunk_rows`` inside Spark's Python workers)."""
 
     def chunk_batches(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         chunker = Chunker(model_path, max_tokens, overlap_tokens)
         for batch in batches:
-            rows = []
-            for doc in batch.itertuples(index=False):
-                paged = doc.media_type == "application/pdf"
-                text, title = redact(doc.text), redact(doc.title or "")
-                pii = {
-                    k: text.counts.get(k, 0) + title.counts.get(k, 0) for k in {*text.counts, *title.counts}
-                }
-                for c in chunker.chunk(doc.document_id, title.text, text.text, paged=paged):
-                    rows.append(
-                        {
-                            "chunk_id": c.chunk_id,
-                            "document_id": doc.document_id,
-                            "chunk_index": c.chunk_index,
-                            "path": doc.path,
-                            "title": title.text,
-                            "media_type": doc.media_type,
-                            "heading_path": c.heading_path,
-                            "page": c.page,
-                            "text": c.text,
-                            "token_count": c.token_count,
-                            "content_hash": index_hash(c.content_hash, doc.access_groups),
-                            "access_groups": list(doc.access_groups),
-                            "source_sha256": doc.sha256,
-                            "document_pii": pii,
-                        }
-                    )
-            yield pd.DataFrame(rows, columns=CHUNK_SCHEMA.fieldNames()).astype({"page": "Int32"})
+            yield chunk_rows(batch, chunker)
 
     columns = ["document_id", "path", "title", "media_type", "text", "access_groups", "sha256"]
     return documents.select(*columns).mapInPandas(chunk_batches, CHUNK_SCHEMA)

@@ -10,11 +10,18 @@ from assets.documents.transform import (
     BRONZE_DOCUMENTS_SCHEMA,
     SILVER_FROM_BRONZE,
     latest_bronze,
+    latest_bronze_rows,
     parse_landed_documents,
     reconcile_landing,
     split_silver_documents,
+    split_silver_rows,
 )
-from assets.incremental import pending_increment, quarantine_rejected
+from assets.incremental import (
+    SmallIncrement,
+    pending_increment,
+    pending_small_increment,
+    quarantine_rejected,
+)
 from assets.landing import (
     already_ingested,
     landing_state,
@@ -25,7 +32,7 @@ from assets.landing import (
     stream_landed_files,
 )
 from assets.metadata import column_lineage, delta_metadata
-from assets.quarantine import record_ingestion_run
+from assets.quarantine import quarantine_rows, record_ingestion_run, write_quarantine
 from assets.retries import transient_retries
 from assets.structured.topics import lag_metadata, stream_topic
 from resources import KafkaResource, LakehouseResource, SparkResource
@@ -164,6 +171,102 @@ def bronze_documents(
     )
 
 
+# A silver row is rewritten only when its content or its readers changed (Spark SQL and delta-rs alike).
+SILVER_CHANGED = "(s.sha256 IS DISTINCT FROM t.sha256) OR (s.access_groups IS DISTINCT FROM t.access_groups)"
+
+
+def applied_by(small: SmallIncrement | None, increment) -> str:
+    """Which engine applied a run's increment (materialization metadata): ``in-process`` (delta-rs and
+    pandas, a small increment), ``spark``, or ``nothing new``."""
+    return "in-process" if small is not None else "spark" if increment is not None else "nothing new"
+
+
+def apply_small_silver_documents(
+    lakehouse: LakehouseResource, increment: SmallIncrement, run_id: str
+) -> dict:
+    """``silver_documents``' Spark increment, in-process: the same split (``split_silver_rows``), the same
+    quarantine rows, one delta-rs MERGE with the same transaction id, the same reconciliation."""
+    import pandas as pd
+    import pyarrow as pa
+
+    changes = increment.changes.to_pandas()
+    changes = changes[changes["_change_type"] == "insert"].drop(columns=["_change_type", "_commit_version"])
+    latest = latest_bronze_rows(changes)
+    live_silver = (
+        lakehouse.read_arrow(SILVER, ["document_id", "sha256", "path"]).to_pandas()
+        if lakehouse.exists(SILVER)
+        else pd.DataFrame(columns=["document_id", "sha256", "path"])
+    )
+    accepted, rejected, removed = split_silver_rows(latest, live_silver)
+    accepted = accepted.assign(bronze_version=increment.upstream_version)
+    source_file, line, record_key = document_provenance_rows(rejected)
+    for layer, rows in {
+        "bronze": rejected["parse_error"].notna(),
+        "silver": rejected["parse_error"].isna(),
+    }.items():
+        shaped = quarantine_rows(
+            rejected[rows],
+            DOCUMENTS,
+            source_file[rows],
+            line[rows],
+            record_key[rows],
+            rejected["text"][rows],
+        )
+        write_quarantine(lakehouse, layer, shaped, increment.txn)
+    bronze_schema = increment.changes.schema
+    schema = lakehouse.arrow_schema(SILVER) or pa.schema(
+        [
+            *(bronze_schema.field(c) for c in [*SILVER_FROM_BRONZE, "ingested_at"]),
+            pa.field("bronze_version", pa.int64()),
+        ]
+    )
+    gone = sorted(set(removed) - set(accepted["document_id"]))
+    upserts = (
+        pa.Table.from_pandas(accepted[schema.names], schema=schema, preserve_index=False)
+        if len(accepted)
+        else schema.empty_table()
+    )
+    deletes = pa.table({"document_id": gone}).cast(pa.schema([schema.field("document_id")]))
+    deletes = pa.table(
+        [deletes["document_id"], *(pa.nulls(len(gone), f.type) for f in schema if f.name != "document_id")],
+        schema=schema,
+    )
+    rows = pa.concat_tables([upserts, deletes]).append_column(
+        "_delete", pa.array([False] * upserts.num_rows + [True] * len(gone))
+    )
+    lakehouse.merge_arrow(rows, SILVER, ["document_id"], changed_when=SILVER_CHANGED, txn=increment.txn)
+    duplicates = int(rejected["reason"].str.startswith("duplicate:").sum())
+    deleted = latest["is_deleted"].astype(bool)
+    return record_ingestion_run(
+        lakehouse,
+        DOCUMENTS,
+        run_id,
+        landed=int((~deleted).sum()),
+        accepted=len(accepted),
+        quarantined=len(rejected) - duplicates,
+        duplicates=duplicates,
+        deleted=int(deleted.sum()),
+    )
+
+
+def document_provenance_rows(rejected):
+    """``document_provenance`` for rejected rows in a pandas frame: three aligned Series."""
+    import pandas as pd
+
+    if "_topic" not in rejected.columns:
+        return rejected["path"], pd.Series(None, index=rejected.index, dtype="Int64"), rejected["sha256"]
+    from_topic = rejected["_topic"].notna()
+    offset = rejected["_offset"].astype("Int64")
+    kafka = (
+        "kafka:" + rejected["_topic"].astype(str) + "/" + rejected["_partition"].astype("Int64").astype(str)
+    )
+    return (
+        kafka.where(from_topic, rejected["path"]),
+        offset.where(from_topic),
+        (kafka + ":" + offset.astype(str)).where(from_topic, rejected["sha256"]),
+    )
+
+
 def document_provenance(rejected) -> tuple[Column, Column, Column]:
     """(source_file, line, record_key) of a rejected document in the quarantine: a file's path and its
     sha256, or for a topic's event ``kafka:<topic>/<partition>`` at its offset (``...:<offset>``)."""
@@ -197,7 +300,10 @@ def silver_documents(
     re-run after a crash neither skips nor repeats a change.
     """
     counts = {"landed": 0, "accepted": 0, "quarantined": 0, "duplicates": 0, "deleted": 0}
-    increment = pending_increment(spark, lakehouse, BRONZE, SILVER)
+    small = pending_small_increment(lakehouse, BRONZE, SILVER)
+    increment = None if small is not None else pending_increment(spark, lakehouse, BRONZE, SILVER)
+    if small is not None:
+        counts = apply_small_silver_documents(lakehouse, small, context.run_id)
     if increment is not None:
         session = increment.session
         changes = increment.changes.where("_change_type = 'insert'")
@@ -232,7 +338,7 @@ def silver_documents(
             upserts.unionByName(deletes),
             SILVER,
             ["document_id"],
-            changed_when="NOT (s.sha256 <=> t.sha256) OR NOT (s.access_groups <=> t.access_groups)",
+            changed_when=SILVER_CHANGED,
             txn=increment.txn,
         )
         # One aggregation per cached frame instead of a Spark job per count.
@@ -262,5 +368,6 @@ def silver_documents(
             **{"dagster/column_lineage": SILVER_DOCUMENTS_LINEAGE},
             **{f"documents_{k}": v for k, v in counts.items()},
             bronze_version=lakehouse.version(BRONZE),
+            applied_by=applied_by(small, increment),
         )
     )

@@ -227,3 +227,45 @@ def split_silver_documents(
         latest.where(F.col("is_deleted")).select("document_id").unionByName(rejected.select("document_id"))
     )
     return accepted, rejected, removed
+
+
+# The same two rules over pandas frames, for a small increment applied in-process (no Spark job: a
+# document event searchable in seconds). Each mirrors its Spark function above, which handles increments
+# over ``small_increment_max_rows``; tests/test_small_increments.py runs both on the same changes.
+
+
+def latest_bronze_rows(bronze: pd.DataFrame) -> pd.DataFrame:
+    """``latest_bronze`` in pandas: the newest record of each path (newest ingest, then modification
+    time, then a topic's offset; nulls last)."""
+    order = ["ingested_at", "modified_at", *(["_offset"] if "_offset" in bronze.columns else [])]
+    newest_first = bronze.sort_values(order, ascending=False, na_position="last", kind="stable")
+    return newest_first.drop_duplicates("path", keep="first")
+
+
+def split_silver_rows(
+    latest: pd.DataFrame, live_silver: pd.DataFrame
+) -> tuple[pd.DataFrame, pd.DataFrame, pd.Series]:
+    """``split_silver_documents`` in pandas: (accepted, rejected, removed ids) of the newest records of
+    changed paths; ``live_silver`` needs ``document_id``, ``sha256`` and ``path``."""
+    live = latest[~latest["is_deleted"].astype(bool)]
+    failed = live[live["parse_error"].notna()].assign(reason=lambda d: d["parse_error"])
+    parsed = live[live["parse_error"].isna()]
+    others = live_silver[~live_silver["document_id"].isin(latest["document_id"])]
+    others = others[["sha256", "path"]].rename(columns={"path": "_original"})
+    copies_of_others = parsed.merge(others.drop_duplicates("sha256"), on="sha256", how="inner")
+    fresh = parsed[~parsed["sha256"].isin(others["sha256"])]
+    ranked = fresh.assign(_length=fresh["path"].str.len()).sort_values(
+        ["sha256", "modified_at", "_length", "path"], na_position="first", kind="stable"
+    )
+    by_content = ranked.groupby("sha256", dropna=False, sort=False)
+    ranked = ranked.assign(_copy=by_content.cumcount() + 1, _original=by_content["path"].transform("first"))
+    duplicates = pd.concat([ranked[ranked["_copy"] > 1], copies_of_others], ignore_index=True)
+    duplicates = duplicates.assign(reason="duplicate: same content as " + duplicates["_original"].astype(str))
+    accepted = ranked[ranked["_copy"] == 1][[*SILVER_FROM_BRONZE, "ingested_at"]]
+    provenance = [c for c in ("_topic", "_partition", "_offset") if c in latest.columns]
+    columns = ["document_id", "path", "sha256", "text", "reason", "run_id", "parse_error", *provenance]
+    rejected = pd.concat([failed[columns], duplicates[columns]], ignore_index=True)
+    removed = pd.concat(
+        [latest[latest["is_deleted"].astype(bool)]["document_id"], rejected["document_id"]], ignore_index=True
+    )
+    return accepted.reset_index(drop=True), rejected, removed
