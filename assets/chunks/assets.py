@@ -134,7 +134,8 @@ def document_chunks(
 
     Only documents changed since the last run are re-chunked: their rows come from silver's Change Data
     Feed, and one idempotent MERGE replaces their chunks (the silver version applied is kept in the
-    gold table's Delta log). A document that yields no text goes to ``quarantine_gold``.
+    gold table's Delta log). A document that yields no text goes to ``quarantine_gold``. A small
+    increment is chunked and merged in-process with the same rules (``apply_small_document_chunks``).
     """
     stats = {"documents_rechunked": 0, "chunks_written": 0, "chunks_removed": 0, "max_token_count": 0}
     pii: list = []

@@ -226,9 +226,8 @@ def apply_small_silver_documents(
         if len(accepted)
         else schema.empty_table()
     )
-    deletes = pa.table({"document_id": gone}).cast(pa.schema([schema.field("document_id")]))
     deletes = pa.table(
-        [deletes["document_id"], *(pa.nulls(len(gone), f.type) for f in schema if f.name != "document_id")],
+        [pa.array(gone, f.type) if f.name == "document_id" else pa.nulls(len(gone), f.type) for f in schema],
         schema=schema,
     )
     rows = pa.concat_tables([upserts, deletes]).append_column(
@@ -297,7 +296,8 @@ def silver_documents(
 
     Reads only the bronze records added since the last run (Change Data Feed) and applies them with
     one idempotent MERGE; the bronze version it has applied is stored in silver's Delta log, so a
-    re-run after a crash neither skips nor repeats a change.
+    re-run after a crash neither skips nor repeats a change. A small increment (a document event, a
+    few files) is applied in-process with the same rules (``apply_small_silver_documents``).
     """
     counts = {"landed": 0, "accepted": 0, "quarantined": 0, "duplicates": 0, "deleted": 0}
     small = pending_small_increment(lakehouse, BRONZE, SILVER)
