@@ -34,13 +34,22 @@ class Increment:
     txn: tuple[str, int]  # (``<target><-<upstream>``, upstream version): every write of the run is idempotent
 
 
-def pending_increment(spark: Spark, lakehouse: Lakehouse, upstream: str, target: str) -> Increment | None:
-    """The upstream changes ``target`` has not applied yet, or None when it is up to date."""
+def _unapplied(lakehouse: Lakehouse, upstream: str, target: str) -> tuple[str, int, int | None] | None:
+    """(writer id, upstream version, version ``target`` last applied) when upstream has news, else None."""
     app_id = f"{target}<-{upstream}"
     upstream_version = lakehouse.version(upstream)
     applied = lakehouse.transaction_version(target, app_id)
     if upstream_version is None or (applied is not None and applied >= upstream_version):
         return None
+    return app_id, upstream_version, applied
+
+
+def pending_increment(spark: Spark, lakehouse: Lakehouse, upstream: str, target: str) -> Increment | None:
+    """The upstream changes ``target`` has not applied yet, or None when it is up to date."""
+    pending = _unapplied(lakehouse, upstream, target)
+    if pending is None:
+        return None
+    app_id, upstream_version, applied = pending
     session = spark.session()
     changes = lakehouse.changes(session, upstream, applied)
     return Increment(session, changes, upstream_version, (app_id, upstream_version))
@@ -58,13 +67,10 @@ class SmallIncrement:
 def pending_small_increment(lakehouse: Lakehouse, upstream: str, target: str) -> SmallIncrement | None:
     """The changes ``target`` has not applied yet when there are at most ``small_increment_max_rows`` of
     them; None when it is up to date or the increment is Spark's (``pending_increment``)."""
-    app_id = f"{target}<-{upstream}"
-    upstream_version = lakehouse.version(upstream)
-    applied = lakehouse.transaction_version(target, app_id)
-    if upstream_version is None or (applied is not None and applied >= upstream_version):
+    pending = _unapplied(lakehouse, upstream, target)
+    if pending is None or lakehouse.small_increment_max_rows <= 0:
         return None
-    if lakehouse.small_increment_max_rows <= 0:
-        return None
+    app_id, upstream_version, applied = pending
     changes = lakehouse.changes_arrow(upstream, applied, lakehouse.small_increment_max_rows)
     if changes is None:
         return None
