@@ -241,7 +241,7 @@ class Lakehouse(BaseModel):
             if dataset.count_rows() > max_rows:
                 return None
             rows = dataset.to_table()
-            return rows.append_column("_change_type", pa.array(["insert"] * rows.num_rows)).append_column(
+            return rows.append_column("_change_type", pa.array(["insert"] * rows.num_rows, pa.string())).append_column(
                 "_commit_version", pa.array([current] * rows.num_rows, pa.int64())
             )
         reader = pa.RecordBatchReader.from_stream(table.load_cdf(starting_version=after_version + 1))

@@ -90,6 +90,12 @@ def test_structured_sources_reconcile(sample_pipeline: PipelineRuns):
         for source in ("customers", "transactions", "support_tickets", "products")
     )
     assert sample_pipeline.second["silver_documents"]["documents_landed"] == 0
+    # The samples' documents are a small increment, applied in-process; a run with nothing new applies
+    # nothing and does not import torch to name a device it did not use.
+    assert sample_pipeline.first["silver_documents"]["applied_by"] == "in-process"
+    assert sample_pipeline.second["document_chunks"]["applied_by"] == "nothing new"
+    assert sample_pipeline.first["chunk_embeddings"]["device"] in ("cpu", "cuda")
+    assert sample_pipeline.second["chunk_embeddings"]["device"] == "none: nothing embedded"
     silver = (
         read_table(f"{sample_pipeline.settings.delta_uri}/silver_customers")
         .to_pandas()

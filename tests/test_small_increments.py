@@ -175,3 +175,19 @@ def test_a_replayed_small_increment_writes_nothing_twice(tmp_path):
         ("b", "delete"),
     ]
     assert lakehouse.changes_arrow("t", first, max_rows=2) is None  # three changes: Spark's increment
+
+
+def test_an_empty_landing_zone_leaves_empty_documents_tables(tmp_path, spark):
+    """A home with no documents yet (structured sources only): the documents' chain still succeeds."""
+    settings = make_settings(tmp_path / "home")
+    Path(settings.documents_landing).mkdir(parents=True)
+    first = materialized(run_documents(settings))
+    assert (first["silver_documents"]["applied_by"], first["document_chunks"]["applied_by"]) == (
+        "in-process",
+    ) * 2
+    lakehouse = build_resources(settings)["lakehouse"]
+    assert lakehouse.row_count("silver_documents") == lakehouse.row_count("document_chunks") == 0
+    again = materialized(run_documents(settings))
+    assert (again["silver_documents"]["applied_by"], again["document_chunks"]["applied_by"]) == (
+        "nothing new",
+    ) * 2

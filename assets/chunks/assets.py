@@ -91,7 +91,7 @@ def apply_small_document_chunks(
         increment.txn,
     )
     rows = pa.concat_tables([fresh, stale]).append_column(
-        "_delete", pa.array([False] * fresh.num_rows + [True] * stale.num_rows)
+        "_delete", pa.array([False] * fresh.num_rows + [True] * stale.num_rows, pa.bool_())
     )
     lakehouse.merge_arrow(rows, GOLD, ["chunk_id"], changed_when=CHUNK_CHANGED, txn=increment.txn)
     pii = (

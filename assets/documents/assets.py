@@ -231,7 +231,7 @@ def apply_small_silver_documents(
         schema=schema,
     )
     rows = pa.concat_tables([upserts, deletes]).append_column(
-        "_delete", pa.array([False] * upserts.num_rows + [True] * len(gone))
+        "_delete", pa.array([False] * upserts.num_rows + [True] * len(gone), pa.bool_())
     )
     lakehouse.merge_arrow(rows, SILVER, ["document_id"], changed_when=SILVER_CHANGED, txn=increment.txn)
     duplicates = int(rejected["reason"].str.startswith("duplicate:").sum())

@@ -58,11 +58,13 @@ def chunk_embeddings(
         activate_new=True,
         report=report,
     )
+    # Resolving the device imports torch (3-5 s): a run that embedded nothing has no device to report.
+    device = embedder.resolved_device() if result.embedded else "none: nothing embedded"
     context.log.info(
         "chunk_embeddings: embedded %d chunks in %.1fs on %s, deleted %d, table holds %d",
         result.embedded,
         result.embed_seconds,
-        embedder.resolved_device(),
+        device,
         result.deleted,
         result.rows,
     )
@@ -79,7 +81,7 @@ def chunk_embeddings(
             "model": embedder.model_id,
             "model_registry_version": registry.get("registry_version", ""),
             "model_alias": template.registry_alias,
-            "device": embedder.resolved_device(),
+            "device": device,
             "gold_delta_version": gold_version,
         }
     )
