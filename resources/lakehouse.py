@@ -241,9 +241,9 @@ class Lakehouse(BaseModel):
             if dataset.count_rows() > max_rows:
                 return None
             rows = dataset.to_table()
-            return rows.append_column("_change_type", pa.array(["insert"] * rows.num_rows, pa.string())).append_column(
-                "_commit_version", pa.array([current] * rows.num_rows, pa.int64())
-            )
+            return rows.append_column(
+                "_change_type", pa.array(["insert"] * rows.num_rows, pa.string())
+            ).append_column("_commit_version", pa.array([current] * rows.num_rows, pa.int64()))
         reader = pa.RecordBatchReader.from_stream(table.load_cdf(starting_version=after_version + 1))
         batches, count = [], 0
         for batch in reader:
