@@ -151,7 +151,7 @@ class Lakehouse(BaseModel):
         return commit_retried(path, lambda: self._insert_new(name, rows, keys, txn))
 
     def _insert_new(self, name: str, rows: pa.Table, keys: Sequence[str], txn: tuple[str, int]) -> int:
-        from deltalake import CommitProperties, Transaction, write_deltalake
+        from deltalake import CommitProperties, Transaction
 
         path = self.table_path(name)
         try:
@@ -163,20 +163,27 @@ class Lakehouse(BaseModel):
             return table.version() if table is not None else 0
         commit = CommitProperties(app_transactions=[Transaction(txn[0], txn[1])])
         if table is None:
-            write_deltalake(
-                path,
-                rows,
-                mode="append",
-                configuration=CHANGE_DATA_FEED,
-                storage_options=storage_options_for(path, self.storage_options),
-                commit_properties=commit,
-            )
-            return self.version(name) or 0
+            return self._create(name, rows, commit)
         on = " AND ".join(f"(t.{k} IS NOT DISTINCT FROM s.{k})" for k in keys)
         table.merge(
             rows, on, source_alias="s", target_alias="t", commit_properties=commit
         ).when_not_matched_insert_all().execute()
         return table.version()
+
+    def _create(self, name: str, rows: pa.Table, commit) -> int:
+        """The table's first version, written with delta-rs, with Change Data Feed like Spark's tables."""
+        from deltalake import write_deltalake
+
+        path = self.table_path(name)
+        write_deltalake(
+            path,
+            rows,
+            mode="append",
+            configuration=CHANGE_DATA_FEED,
+            storage_options=storage_options_for(path, self.storage_options),
+            commit_properties=commit,
+        )
+        return self.version(name) or 0
 
     def append(
         self,
@@ -280,7 +287,7 @@ class Lakehouse(BaseModel):
         changed_when: str | None,
         txn: tuple[str, int] | None,
     ) -> int:
-        from deltalake import CommitProperties, Transaction, write_deltalake
+        from deltalake import CommitProperties, Transaction
 
         path = self.table_path(name)
         commit = CommitProperties(app_transactions=[Transaction(txn[0], txn[1])]) if txn else None
@@ -288,16 +295,7 @@ class Lakehouse(BaseModel):
         try:
             table = open_delta(path, self.storage_options)
         except TableNotFoundError:
-            live = rows.filter(pc.invert(rows["_delete"])).select(columns)
-            write_deltalake(
-                path,
-                live,
-                mode="append",
-                configuration=CHANGE_DATA_FEED,
-                storage_options=storage_options_for(path, self.storage_options),
-                commit_properties=commit,
-            )
-            return self.version(name) or 0
+            return self._create(name, rows.filter(pc.invert(rows["_delete"])).select(columns), commit)
         if txn and (table.transaction_version(txn[0]) or -1) >= txn[1]:
             return table.version()
         values = {f"`{c}`": f"s.`{c}`" for c in columns}
