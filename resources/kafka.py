@@ -82,8 +82,13 @@ def free_port() -> int:
 
 
 def cluster_id() -> str:
-    """A KRaft cluster id: a random UUID, base64 URL-safe without padding (what ``random-uuid`` prints)."""
-    return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+    """A KRaft cluster id: a random UUID, base64 URL-safe without padding (what ``random-uuid`` prints).
+    Like Kafka's own ``Uuid.randomUuid``, never one that starts with ``-``: the storage tool would read it
+    as an option ("argument --cluster-id/-t: expected one argument"), one broker start in 64."""
+    while True:
+        candidate = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not candidate.startswith("-"):
+            return candidate
 
 
 def server_properties(data_dir: Path, port: int, controller_port: int) -> str:
