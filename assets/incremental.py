@@ -5,7 +5,7 @@ after the version they last applied (Change Data Feed), quarantine what they rej
 every write of the run carries the transaction id (target <- upstream, upstream version), so a re-run
 after a crash neither skips nor repeats a change, and the applied version is kept in the target's Delta
 log. With nothing new, no Spark session starts. The documents' assets apply a small increment (at most
-``small_increment_max_rows`` upstream changes, ``pending_small_increment``) in-process with the same
+``small_increment_max_rows`` upstream changes, ``pending_increments``) in-process with the same
 rules, transaction ids and quarantine: one document's event costs a Spark MERGE's seconds otherwise.
 """
 
@@ -47,8 +47,12 @@ def _unapplied(lakehouse: Lakehouse, upstream: str, target: str) -> tuple[str, i
 def pending_increment(spark: Spark, lakehouse: Lakehouse, upstream: str, target: str) -> Increment | None:
     """The upstream changes ``target`` has not applied yet, or None when it is up to date."""
     pending = _unapplied(lakehouse, upstream, target)
-    if pending is None:
-        return None
+    return None if pending is None else _on_spark(spark, lakehouse, upstream, pending)
+
+
+def _on_spark(
+    spark: Spark, lakehouse: Lakehouse, upstream: str, pending: tuple[str, int, int | None]
+) -> Increment:
     app_id, upstream_version, applied = pending
     session = spark.session()
     changes = lakehouse.changes(session, upstream, applied)
@@ -64,17 +68,21 @@ class SmallIncrement:
     txn: tuple[str, int]
 
 
-def pending_small_increment(lakehouse: Lakehouse, upstream: str, target: str) -> SmallIncrement | None:
-    """The changes ``target`` has not applied yet when there are at most ``small_increment_max_rows`` of
-    them; None when it is up to date or the increment is Spark's (``pending_increment``)."""
+def pending_increments(
+    spark: Spark, lakehouse: Lakehouse, upstream: str, target: str
+) -> tuple[SmallIncrement | None, Increment | None]:
+    """What ``target`` has not applied yet: (the changes in Arrow, None) when there are at most
+    ``small_increment_max_rows`` of them, (None, the Spark increment) when there are more, (None, None)
+    when it is up to date."""
     pending = _unapplied(lakehouse, upstream, target)
-    if pending is None or lakehouse.small_increment_max_rows <= 0:
-        return None
+    if pending is None:
+        return None, None
     app_id, upstream_version, applied = pending
-    changes = lakehouse.changes_arrow(upstream, applied, lakehouse.small_increment_max_rows)
-    if changes is None:
-        return None
-    return SmallIncrement(changes, upstream_version, (app_id, upstream_version))
+    if lakehouse.small_increment_max_rows > 0:
+        changes = lakehouse.changes_arrow(upstream, applied, lakehouse.small_increment_max_rows)
+        if changes is not None:
+            return SmallIncrement(changes, upstream_version, (app_id, upstream_version)), None
+    return None, _on_spark(spark, lakehouse, upstream, pending)
 
 
 def quarantine_rejected(

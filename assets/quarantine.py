@@ -82,16 +82,18 @@ def quarantine_rows(rejected, source: str, source_file, line, record_key, raw) -
             return [None] * len(rejected)
         return [None if pd.isna(v) else v for v in pd.Series(values, index=rejected.index)]
 
-    raw_text = [None if v is None else str(v)[:RAW_LIMIT] for v in column(raw)]
+    def text(values) -> list[str | None]:
+        return [None if v is None else str(v) for v in column(values)]
+
     return pa.table(
         {
             "source": [source] * len(rejected),
-            "source_file": [None if v is None else str(v) for v in column(source_file)],
+            "source_file": text(source_file),
             "line": [None if v is None else int(v) for v in column(line)],
-            "record_key": [None if v is None else str(v) for v in column(record_key)],
-            "raw": raw_text,
-            "reason": [None if v is None else str(v) for v in column(rejected["reason"])],
-            "run_id": [None if v is None else str(v) for v in column(rejected["run_id"])],
+            "record_key": text(record_key),
+            "raw": [None if v is None else v[:RAW_LIMIT] for v in text(raw)],
+            "reason": text(rejected["reason"]),
+            "run_id": text(rejected["run_id"]),
             "quarantined_at": [datetime.now(UTC)] * len(rejected),
         },
         schema=QUARANTINE_SCHEMA,

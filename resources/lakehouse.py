@@ -164,9 +164,8 @@ class Lakehouse(BaseModel):
         commit = CommitProperties(app_transactions=[Transaction(txn[0], txn[1])])
         if table is None:
             return self._create(name, rows, commit)
-        on = " AND ".join(f"(t.{k} IS NOT DISTINCT FROM s.{k})" for k in keys)
         table.merge(
-            rows, on, source_alias="s", target_alias="t", commit_properties=commit
+            rows, key_condition(keys), source_alias="s", target_alias="t", commit_properties=commit
         ).when_not_matched_insert_all().execute()
         return table.version()
 
@@ -300,10 +299,14 @@ class Lakehouse(BaseModel):
             return table.version()
         values = {f"`{c}`": f"s.`{c}`" for c in columns}
         keep = "NOT s._delete"
-        on = " AND ".join(f"(t.`{k}` IS NOT DISTINCT FROM s.`{k}`)" for k in keys)
         (
             table.merge(
-                rows, on, source_alias="s", target_alias="t", merge_schema=True, commit_properties=commit
+                rows,
+                key_condition(keys),
+                source_alias="s",
+                target_alias="t",
+                merge_schema=True,
+                commit_properties=commit,
             )
             .when_matched_delete(predicate="s._delete")
             .when_matched_update(
@@ -387,8 +390,9 @@ def commit_retried(path: str, write: Callable[[], _T]) -> _T:
 
 
 def key_condition(keys: Sequence[str]) -> str:
-    """MERGE's match condition on ``keys`` (null-safe, so a null key part still matches itself)."""
-    return " AND ".join(f"t.`{k}` <=> s.`{k}`" for k in keys)
+    """MERGE's match condition on ``keys`` (null-safe, so a null key part still matches itself), in the SQL
+    that Spark and delta-rs both read."""
+    return " AND ".join(f"(t.`{k}` IS NOT DISTINCT FROM s.`{k}`)" for k in keys)
 
 
 @contextmanager

@@ -11,7 +11,7 @@ from assets.chunks.chunking import Chunker
 from assets.chunks.transform import CHUNK_SCHEMA, chunk_documents, chunk_rows
 from assets.documents.assets import applied_by, silver_documents
 from assets.freshness import SERVED_DATA_FRESHNESS
-from assets.incremental import SmallIncrement, pending_increment, pending_small_increment, quarantine_rejected
+from assets.incremental import SmallIncrement, pending_increments, quarantine_rejected
 from assets.metadata import column_lineage, delta_metadata
 from assets.quarantine import quarantine_rows, write_quarantine
 from assets.retries import transient_retries
@@ -66,7 +66,8 @@ def apply_small_document_chunks(
     chunks = chunk_rows(
         current, _chunker(embedder.path, embedder.chunk_max_tokens, embedder.chunk_overlap_tokens)
     ).assign(silver_version=increment.upstream_version, chunked_at=pd.Timestamp.now(tz="UTC"))
-    schema = lakehouse.arrow_schema(GOLD) or to_arrow_schema(CHUNK_SCHEMA).append(
+    gold_schema = lakehouse.arrow_schema(GOLD)  # None before the first write
+    schema = gold_schema or to_arrow_schema(CHUNK_SCHEMA).append(
         pa.field("silver_version", pa.int64())
     ).append(pa.field("chunked_at", pa.timestamp("us", tz="UTC")))
     chunks["document_pii"] = [list(pii.items()) for pii in chunks["document_pii"]]
@@ -77,7 +78,7 @@ def apply_small_document_chunks(
     )
     stale = (
         lakehouse.read_arrow_where_in(GOLD, "document_id", touched).select(schema.names).cast(schema)
-        if lakehouse.exists(GOLD)
+        if gold_schema is not None
         else fresh.slice(0, 0)
     )
     stale = stale.filter(pc.invert(pc.is_in(stale["chunk_id"], fresh["chunk_id"])))
@@ -139,8 +140,7 @@ def document_chunks(
     """
     stats = {"documents_rechunked": 0, "chunks_written": 0, "chunks_removed": 0, "max_token_count": 0}
     pii: list = []
-    small = pending_small_increment(lakehouse, "silver_documents", GOLD)
-    increment = None if small is not None else pending_increment(spark, lakehouse, "silver_documents", GOLD)
+    small, increment = pending_increments(spark, lakehouse, "silver_documents", GOLD)
     if small is not None:
         stats, pii = apply_small_document_chunks(lakehouse, embedder, small, context.run_id)
     if increment is not None:

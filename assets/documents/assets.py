@@ -18,8 +18,7 @@ from assets.documents.transform import (
 )
 from assets.incremental import (
     SmallIncrement,
-    pending_increment,
-    pending_small_increment,
+    pending_increments,
     quarantine_rejected,
 )
 from assets.landing import (
@@ -300,8 +299,7 @@ def silver_documents(
     few files) is applied in-process with the same rules (``apply_small_silver_documents``).
     """
     counts = {"landed": 0, "accepted": 0, "quarantined": 0, "duplicates": 0, "deleted": 0}
-    small = pending_small_increment(lakehouse, BRONZE, SILVER)
-    increment = None if small is not None else pending_increment(spark, lakehouse, BRONZE, SILVER)
+    small, increment = pending_increments(spark, lakehouse, BRONZE, SILVER)
     if small is not None:
         counts = apply_small_silver_documents(lakehouse, small, context.run_id)
     if increment is not None:
