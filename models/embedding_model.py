@@ -32,11 +32,12 @@ TOKENIZER_THREADS = 4
 log = logging.getLogger(__name__)
 
 # Code that looks torch up in ``sys.modules`` without importing it (scipy's array-API checks, which Great
-# Expectations' metrics reach) fails on a torch that another thread is still importing: "partially
-# initialized module 'torch' has no attribute 'Tensor'". A run's steps share a process (the quality checks
-# beside the embedding step, pipelines/executor.py; the CLI imports torch in the background), so torch is
-# first imported under this lock, and such code runs under it too. Reentrant, so that code under the guard
-# may load the model itself without deadlocking on its own thread.
+# Expectations' metrics reach, and which scipy.stats runs at import time) fails on a torch that another
+# thread is still importing: "partially initialized module 'torch' has no attribute 'Tensor'". A run's steps
+# share a process (the quality checks beside the embedding step, pipelines/executor.py; the CLI imports
+# torch in the background, once the definitions, and with them Great Expectations and scipy.stats, are
+# loaded), so torch is first imported under this lock, and such code runs under it too. Reentrant, so that
+# code under the guard may load the model itself without deadlocking on its own thread.
 _TORCH_IMPORT_LOCK = threading.RLock()
 _torch_imported = threading.Event()
 

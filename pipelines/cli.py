@@ -121,11 +121,22 @@ def library_output_to(log_file: Path) -> Iterator[TextIO]:
             os.close(fd)
 
 
-def _prestart_engines(settings: Settings) -> None:
+# The assets whose step loads the embedding model: a run that selects none of them never imports torch.
+_EMBEDDING_ASSETS = frozenset({"chunk_embeddings", "retrieval_evaluation"})
+
+
+def _prestart_engines(
+    settings: Settings, selection: list[str] | None, definitions_loaded: threading.Event
+) -> None:
     """When some landing zone changed since its last ingest (a run with nothing new needs neither), start
     the JVM in the background while Dagster loads, then import torch and sentence-transformers
     (seconds of imports) while the first steps wait on Spark, instead of inside the embedding step. Steps
-    that need Spark get this session."""
+    that need Spark get this session.
+
+    torch waits for ``definitions_loaded``: loading the definitions imports Great Expectations, whose
+    scipy.stats runs array checks at import time that look torch up in ``sys.modules`` and fail on a
+    torch another thread is part-way through importing (models/embedding_model.py)."""
+    needs_torch = selection is None or not _EMBEDDING_ASSETS.isdisjoint(selection)
 
     def start() -> None:
         from assets.landing import landing_changed
@@ -136,7 +147,9 @@ def _prestart_engines(settings: Settings) -> None:
         sources = ["documents", *files]
         if landing_changed(settings, sources):
             Spark.from_settings(settings).session()
-            import_torch()
+            if needs_torch:
+                definitions_loaded.wait()
+                import_torch()
 
     from assets.structured.contracts import load_sources
 
@@ -146,7 +159,8 @@ def _prestart_engines(settings: Settings) -> None:
 def _run_pipeline(
     settings: Settings, selection: list[str] | None, ingest_day: str | None, run_id: str, console: Console
 ) -> bool:
-    _prestart_engines(settings)
+    definitions_loaded = threading.Event()
+    _prestart_engines(settings, selection, definitions_loaded)
     from dagster import AssetKey, DagsterEventType, DagsterInstance
 
     from assets.structured.assets import current_ingest_day
@@ -154,6 +168,7 @@ def _run_pipeline(
     from pipelines.jobs import MAIN_JOB
 
     defs = build_definitions(settings)
+    definitions_loaded.set()
     job = defs.resolve_job_def(MAIN_JOB)
     keys = [AssetKey(s) for s in selection] if selection else None
     graph = job.asset_layer.asset_graph

@@ -49,7 +49,7 @@ def pytest_configure(config) -> None:
 # the watched packages it imported (atexit runs after typer's SystemExit and after uvicorn's graceful
 # shutdown; `run` ends with os._exit, which reports first): each test that runs a CLI command also checks
 # what it imported (issue 17's lean start-up).
-WATCHED_PACKAGES = ["dagster", "pyspark", "mlflow", "great_expectations"]
+WATCHED_PACKAGES = ["dagster", "pyspark", "mlflow", "great_expectations", "torch"]
 ENGINES = {"dagster", "pyspark", "great_expectations"}
 _CLI_RUNNER = f"""
 import atexit, json, os, sys
