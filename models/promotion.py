@@ -13,6 +13,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from datetime import timedelta
+from typing import TYPE_CHECKING
 
 from models.evaluation import (
     MODES,
@@ -32,8 +33,6 @@ from models.model_registry import (
     resolve_embedder,
     set_champion,
 )
-from quality import suites
-from quality.validation import ExpectationOutcome
 from resources.embedder import Embedder
 from resources.lakehouse import Lakehouse
 from resources.lancedb import LanceDBStore
@@ -42,6 +41,9 @@ from resources.lancedb.tables import activate, model_table_name, table_model
 from resources.quality import Quality
 from resources.tracking import MLflowStore
 from serving.search import Searcher
+
+if TYPE_CHECKING:
+    from quality.validation import ExpectationOutcome
 
 PROMOTION_EXPERIMENT = "groundwork-model-promotion"
 log = logging.getLogger(__name__)
@@ -85,6 +87,8 @@ def build_model_table(
     gold = lakehouse.read_arrow("document_chunks")
 
     def validate(table) -> bool:
+        from quality import suites  # Great Expectations (4-5 s of imports): only for a table that is new
+
         outcome = quality.validate(
             suites.embedding_frame(table),
             "chunk_embeddings_candidate",
